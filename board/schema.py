@@ -1,0 +1,413 @@
+"""The board file format (``format = 1``): which driver serves which function, with which pins,
+buses, ratings and calibration.
+
+A board is one TOML file. Every table is validated here; cross-field rules (pin clashes, a driver
+whose bus is missing, a real board without an external hardware trip) are checked by
+:class:`BoardConfig`'s validators so that a wrong file is rejected at load time with a message that
+names the field, the value and what is allowed, never at the first charging session.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Raspberry Pi hardware PWM channels are on BCM 12/18 (PWM0) and 13/19 (PWM1); a software PWM
+# pilot would jitter far beyond the 980-1020 Hz window of IEC 61851-1 (standards-facts.md 1.3).
+HARDWARE_PWM_PINS = (12, 13, 18, 19)
+BCM_PINS = range(0, 28)
+# IEC 61851-1 / SAE J1772: 6 A is the lowest current a PWM duty can offer, 80 A the highest
+# (standards-facts.md 1.4).
+AC_MIN_CURRENT_A = 6.0
+AC_MAX_CURRENT_A = 80.0
+
+Pin = Annotated[int, Field(ge=min(BCM_PINS), le=max(BCM_PINS), description="BCM GPIO number")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------- board, ratings, safety
+class BoardInfo(_Model):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    description: str
+    simulated: bool
+
+
+class Ratings(_Model):
+    supply: Literal["ac", "dc"]
+    max_current_a: float = Field(gt=0)
+    phases: Literal[1, 3]
+    connector: Literal["type2-socket", "type2-cable", "type1-cable", "ccs2", "ccs1"]
+    nominal_voltage_v: float = Field(gt=0, le=1000)
+    grid_frequency_hz: Literal[50, 60]
+    max_power_w: float | None = Field(default=None, gt=0)
+
+
+class Safety(_Model):
+    realtime: Literal["pi-gpio", "coprocessor"] = Field(
+        description="who drives the pilot PWM and the contactor: Pi GPIO directly, or the co-processor"
+    )
+    external_hardware_trip: bool = Field(
+        description="a hardware circuit opens the contactor on RCD trip / overcurrent without software"
+    )
+
+
+# ----------------------------------------------------------------------------- buses
+class GpioBus(_Model):
+    factory: Literal["lgpio", "mock"]
+    chip: int = Field(default=0, ge=0, le=16)
+
+
+class SpiBus(_Model):
+    backend: Literal["spidev", "sim"]
+
+
+class CanBus(_Model):
+    interface: Literal["socketcan", "virtual"]
+    channel: str = Field(min_length=1)
+    bitrate: Literal[125000, 250000, 500000]
+
+
+class SerialLink(_Model):
+    port: str = Field(min_length=1, description="device path, or 'sim' for the simulated co-processor")
+    baudrate: Literal[57600, 115200, 230400, 460800, 921600] = 115200
+
+
+class Buses(_Model):
+    gpio: GpioBus | None = None
+    spi: SpiBus | None = None
+    can: CanBus | None = None
+    serial: SerialLink | None = None
+
+
+# ----------------------------------------------------------------------------- ADC
+class Adc(_Model):
+    chip: Literal["mcp3202", "mcp3008"]
+    spi_bus: int = Field(ge=0, le=6)
+    spi_device: int = Field(ge=0, le=3)
+    vref_v: float = Field(gt=0, le=5.5)
+    max_speed_hz: int = Field(default=1_000_000, ge=10_000, le=3_600_000)
+
+    @property
+    def channels(self) -> int:
+        return 2 if self.chip == "mcp3202" else 8
+
+
+# ----------------------------------------------------------------------------- functions
+class GpioPwmPilot(_Model):
+    driver: Literal["gpio-pwm"]
+    pwm_pin: Pin
+    e_pin: Pin | None = None
+
+    @field_validator("pwm_pin")
+    @classmethod
+    def _hardware_pwm(cls, pin: int) -> int:
+        if pin not in HARDWARE_PWM_PINS:
+            raise ValueError(f"this pin has no hardware PWM; allowed: {', '.join(map(str, HARDWARE_PWM_PINS))}")
+        return pin
+
+
+class CoprocessorFunction(_Model):
+    driver: Literal["coprocessor"]
+
+
+class AdcPilotSense(_Model):
+    driver: Literal["adc"]
+    channel: int = Field(ge=0, le=7)
+    gain: float = Field(gt=0, description="pilot volts per ADC volt")
+    offset_v: float = Field(description="pilot volts at 0 V on the ADC pin")
+    samples: int = Field(default=100, ge=10, le=1000)
+
+
+class AdcProximity(_Model):
+    driver: Literal["adc"]
+    channel: int = Field(ge=0, le=7)
+    pullup_ohm: float = Field(gt=0)
+    coding: Literal["type2", "type1"]
+
+
+class FixedCable(_Model):
+    driver: Literal["fixed-cable"]
+    cable_rating_a: float = Field(gt=0)
+
+
+class GpioContactor(_Model):
+    driver: Literal["gpio"]
+    coil_pin: Pin
+    mirror_pin: Pin | None = None
+    mirror_active_high: bool = True
+
+
+class GpioLock(_Model):
+    driver: Literal["gpio"]
+    kind: Literal["motor", "solenoid"]
+    lock_pin: Pin
+    unlock_pin: Pin | None = None
+    feedback_pin: Pin | None = None
+    feedback_active_high: bool = True
+    pulse_s: float = Field(default=0.3, gt=0, le=2.0)
+
+    @model_validator(mode="after")
+    def _motor_needs_two_pins(self) -> GpioLock:
+        if self.kind == "motor" and self.unlock_pin is None:
+            raise ValueError("a motor lock needs unlock_pin (it is driven in both directions)")
+        if self.kind == "solenoid" and self.unlock_pin is not None:
+            raise ValueError("a solenoid lock has one coil: remove unlock_pin")
+        return self
+
+
+class GpioRcd(_Model):
+    driver: Literal["gpio"]
+    trip_pin: Pin
+    test_pin: Pin
+    trip_active_high: bool = True
+    trip_timeout_s: float = Field(default=0.3, gt=0, le=5)
+
+
+class NtcTemperature(_Model):
+    name: str = Field(pattern=r"^[a-z0-9_-]+$")
+    driver: Literal["ntc-adc"]
+    channel: int = Field(ge=0, le=7)
+    r25_ohm: float = Field(gt=0)
+    beta: float = Field(gt=1000, lt=10000)
+    pullup_ohm: float = Field(gt=0)
+    derate_from_c: float = Field(default=70.0)
+    trip_c: float = Field(default=90.0)
+
+    @model_validator(mode="after")
+    def _order(self) -> NtcTemperature:
+        if self.trip_c <= self.derate_from_c:
+            raise ValueError(f"trip_c ({self.trip_c}) must be above derate_from_c ({self.derate_from_c})")
+        return self
+
+
+class Atm90e32Phase(_Model):
+    ugain: int = Field(ge=0, le=0xFFFF)
+    igain: int = Field(ge=0, le=0xFFFF)
+
+
+class Atm90e32Config(_Model):
+    driver: Literal["atm90e32"]
+    spi_bus: int = Field(ge=0, le=6)
+    spi_device: int = Field(ge=0, le=3)
+    pga_gain: int = Field(default=0, ge=0, le=0xFFFF, description="MMode1 register")
+    pl_constant: int = Field(default=140625000, gt=0, le=0xFFFFFFFF)
+    phases: list[Atm90e32Phase] = Field(min_length=1, max_length=3)
+
+
+class InfyConverter(_Model):
+    driver: Literal["infy-beg1k075g"]
+    module_address: int = Field(ge=0, le=0x3E)
+    max_voltage_v: float = Field(gt=0, le=1000)
+    min_voltage_v: float = Field(ge=0)
+    max_current_a: float = Field(gt=0, le=500)
+    max_power_w: float = Field(gt=0)
+    bidirectional: bool
+
+    @model_validator(mode="after")
+    def _voltage_order(self) -> InfyConverter:
+        if self.min_voltage_v >= self.max_voltage_v:
+            raise ValueError(f"min_voltage_v ({self.min_voltage_v}) must be below max_voltage_v ({self.max_voltage_v})")
+        return self
+
+
+class GpioImd(_Model):
+    driver: Literal["gpio-contacts"]
+    alarm_pin: Pin
+    prealarm_pin: Pin | None = None
+    test_pin: Pin
+    alarm_active_high: bool = True
+    self_test_timeout_s: float = Field(default=25.0, gt=0, le=120)
+
+
+class GpioIndicator(_Model):
+    driver: Literal["gpio-rgb"]
+    red_pin: Pin
+    green_pin: Pin
+    blue_pin: Pin
+
+
+PilotConfig = Annotated[GpioPwmPilot | CoprocessorFunction, Field(discriminator="driver")]
+PilotSenseConfig = Annotated[AdcPilotSense | CoprocessorFunction, Field(discriminator="driver")]
+ProximityConfig = Annotated[AdcProximity | FixedCable, Field(discriminator="driver")]
+ContactorConfig = Annotated[GpioContactor | CoprocessorFunction, Field(discriminator="driver")]
+LockConfig = Annotated[GpioLock | CoprocessorFunction, Field(discriminator="driver")]
+RcdConfig = Annotated[GpioRcd | CoprocessorFunction, Field(discriminator="driver")]
+
+
+# ----------------------------------------------------------------------------- the whole board
+class BoardConfig(_Model):
+    format: Literal[1]
+    board: BoardInfo
+    ratings: Ratings
+    safety: Safety
+    buses: Buses
+    adc: Adc | None = None
+    pilot: PilotConfig
+    pilot_sense: PilotSenseConfig
+    proximity: ProximityConfig
+    contactor: ContactorConfig
+    lock: LockConfig | None = None
+    rcd: RcdConfig
+    temperature: list[NtcTemperature] = Field(default_factory=list)
+    meter: Atm90e32Config | None = None
+    converter: InfyConverter | None = None
+    imd: GpioImd | None = None
+    indicator: GpioIndicator | None = None
+
+    # ------------------------------------------------------------------ cross-field rules
+    @model_validator(mode="after")
+    def _cross_checks(self) -> BoardConfig:
+        self._check_realtime()
+        self._check_buses()
+        self._check_supply()
+        self._check_pins()
+        self._check_adc_channels()
+        self._check_spi_devices()
+        return self
+
+    def _functions(self) -> dict[str, object]:
+        named: dict[str, object] = {
+            "pilot": self.pilot,
+            "pilot_sense": self.pilot_sense,
+            "proximity": self.proximity,
+            "contactor": self.contactor,
+            "lock": self.lock,
+            "rcd": self.rcd,
+            "meter": self.meter,
+            "converter": self.converter,
+            "imd": self.imd,
+            "indicator": self.indicator,
+        }
+        for i, t in enumerate(self.temperature):
+            named[f"temperature[{i}]"] = t
+        return {k: v for k, v in named.items() if v is not None}
+
+    def _check_buses(self) -> None:
+        needs: dict[str, str] = {}
+        for fname, cfg in self._functions().items():
+            driver = getattr(cfg, "driver", "")
+            if driver in ("gpio", "gpio-pwm", "gpio-contacts", "gpio-rgb"):
+                needs.setdefault("gpio", fname)
+            elif driver == "coprocessor":
+                needs.setdefault("serial", fname)
+            elif driver in ("adc", "ntc-adc"):
+                needs.setdefault("spi", fname)
+                if self.adc is None:
+                    raise ValueError(f"{fname}.driver = {driver!r} needs an [adc] table")
+            elif driver == "atm90e32":
+                needs.setdefault("spi", fname)
+            elif driver == "infy-beg1k075g":
+                needs.setdefault("can", fname)
+        for bus, fname in needs.items():
+            if getattr(self.buses, bus) is None:
+                raise ValueError(f"{fname} uses a {bus} driver but [buses.{bus}] is missing")
+        sim_backends = {
+            "gpio": ("factory", "mock"),
+            "spi": ("backend", "sim"),
+            "can": ("interface", "virtual"),
+            "serial": ("port", "sim"),
+        }
+        for bus, (field, sim_value) in sim_backends.items():
+            cfg = getattr(self.buses, bus)
+            if cfg is None:
+                continue
+            is_sim = getattr(cfg, field) == sim_value
+            if self.board.simulated and not is_sim:
+                raise ValueError(
+                    f"board.simulated = true but buses.{bus}.{field} = {getattr(cfg, field)!r}; "
+                    f"a simulated board must use {sim_value!r}"
+                )
+            if not self.board.simulated and is_sim:
+                raise ValueError(f"buses.{bus}.{field} = {sim_value!r} is only allowed with board.simulated = true")
+
+    def _check_realtime(self) -> None:
+        on_mcu = self.pilot.driver == "coprocessor"
+        if on_mcu != (self.contactor.driver == "coprocessor"):
+            raise ValueError(
+                "pilot and contactor must be driven by the same part (both 'coprocessor' or neither): "
+                "the co-processor can only enforce the pilot/contactor interlock if it owns both"
+            )
+        expected = "coprocessor" if on_mcu else "pi-gpio"
+        if self.safety.realtime != expected:
+            raise ValueError(
+                f"safety.realtime = {self.safety.realtime!r} but pilot.driver = {self.pilot.driver!r}; "
+                f"it must be {expected!r}"
+            )
+        if expected == "pi-gpio" and not self.board.simulated and not self.safety.external_hardware_trip:
+            raise ValueError(
+                "safety.external_hardware_trip must be true on a real board whose pilot and contactor "
+                "are driven from Pi GPIO: Linux cannot guarantee the contactor opens in time on an RCD "
+                "trip, so a hardware circuit must do it"
+            )
+
+    def _check_supply(self) -> None:
+        r = self.ratings
+        if r.supply == "ac":
+            if not AC_MIN_CURRENT_A <= r.max_current_a <= AC_MAX_CURRENT_A:
+                raise ValueError(
+                    f"ratings.max_current_a = {r.max_current_a} is outside "
+                    f"{AC_MIN_CURRENT_A:g}..{AC_MAX_CURRENT_A:g} A, the range a PWM duty can offer (IEC 61851-1)"
+                )
+            if r.connector in ("ccs1", "ccs2"):
+                raise ValueError(f"ratings.connector = {r.connector!r} is a DC connector; AC boards use type1/type2")
+            if self.converter is not None:
+                raise ValueError("[converter] is for DC boards (ratings.supply = 'dc')")
+            if self.meter is None:
+                raise ValueError("an AC board needs a [meter] (energy must be measured for billing)")
+            if len(self.meter.phases) != r.phases:
+                raise ValueError(
+                    f"meter.phases has {len(self.meter.phases)} calibration entries but ratings.phases = {r.phases}"
+                )
+        else:
+            if r.connector not in ("ccs1", "ccs2"):
+                raise ValueError(f"ratings.connector = {r.connector!r} is not a DC connector; allowed: 'ccs1', 'ccs2'")
+            if self.converter is None:
+                raise ValueError("a DC board (ratings.supply = 'dc') needs a [converter]")
+            if self.imd is None:
+                raise ValueError("a DC board needs an insulation monitor [imd] (IEC 61851-23 cable check)")
+            if r.max_current_a > self.converter.max_current_a:
+                raise ValueError(
+                    f"ratings.max_current_a = {r.max_current_a} exceeds converter.max_current_a = "
+                    f"{self.converter.max_current_a}"
+                )
+
+    def _check_pins(self) -> None:
+        owner: dict[int, str] = {}
+        for fname, cfg in self._functions().items():
+            for field_name, value in cfg:  # pydantic models iterate as (name, value)
+                if not field_name.endswith("_pin") or value is None:
+                    continue
+                where = f"{fname}.{field_name}"
+                if value in owner:
+                    raise ValueError(f"GPIO {value} is used twice: {owner[value]} and {where}")
+                owner[value] = where
+
+    def _check_adc_channels(self) -> None:
+        if self.adc is None:
+            return
+        owner: dict[int, str] = {}
+        for fname, cfg in self._functions().items():
+            if getattr(cfg, "driver", None) not in ("adc", "ntc-adc"):
+                continue
+            ch = cfg.channel  # type: ignore[attr-defined]
+            if ch >= self.adc.channels:
+                raise ValueError(
+                    f"{fname}.channel = {ch} but adc.chip = {self.adc.chip!r} has channels 0..{self.adc.channels - 1}"
+                )
+            if ch in owner:
+                raise ValueError(f"ADC channel {ch} is used twice: {owner[ch]} and {fname}")
+            owner[ch] = fname
+
+    def _check_spi_devices(self) -> None:
+        seen: dict[tuple[int, int], str] = {}
+        for fname, cfg in (("adc", self.adc), ("meter", self.meter)):
+            if cfg is None:
+                continue
+            key = (cfg.spi_bus, cfg.spi_device)
+            if key in seen:
+                raise ValueError(f"SPI bus {key[0]} device {key[1]} is used twice: {seen[key]} and {fname}")
+            seen[key] = fname
