@@ -100,6 +100,11 @@ class Adc(_Model):
 class GpioPwmPilot(_Model):
     driver: Literal["gpio-pwm"]
     pwm_pin: Pin
+    # The SoC's hardware PWM block behind pwm_pin, as /sys/class/pwm/pwmchip<pwm_chip>/pwm<pwm_channel>
+    # (docs/hardware-pwm.md). Required on real boards: lgpio's own PWM is software-timed with 1 %
+    # steps, too coarse and jittery for the pilot (0.1 % = 0.06 A, IEC 61851-1 Table A.7).
+    pwm_chip: int | None = Field(default=None, ge=0, le=16)
+    pwm_channel: int | None = Field(default=None, ge=0, le=3)
     e_pin: Pin | None = None
 
     @field_validator("pwm_pin")
@@ -148,7 +153,7 @@ class GpioLock(_Model):
     unlock_pin: Pin | None = None
     feedback_pin: Pin | None = None
     feedback_active_high: bool = True
-    pulse_s: float = Field(default=0.3, gt=0, le=2.0)
+    pulse_s: float = Field(default=0.5, gt=0, le=4.0)  # lock actuators need 0.4-0.6 s pulses
 
     @model_validator(mode="after")
     def _motor_needs_two_pins(self) -> GpioLock:
@@ -164,7 +169,10 @@ class GpioRcd(_Model):
     trip_pin: Pin
     test_pin: Pin
     trip_active_high: bool = True
-    trip_timeout_s: float = Field(default=0.3, gt=0, le=5)
+    # Defaults from the RDC-DD timing in hal.drivers.gpio_io (6 mA DC sensor: trips about 0.74 s
+    # after the test pulse, clears about 2.1 s later).
+    trip_timeout_s: float = Field(default=1.0, gt=0, le=5)
+    clear_timeout_s: float = Field(default=2.5, gt=0, le=10)
 
 
 class NtcTemperature(_Model):
@@ -185,16 +193,20 @@ class NtcTemperature(_Model):
 
 
 class Atm90e32Phase(_Model):
-    ugain: int = Field(ge=0, le=0xFFFF)
-    igain: int = Field(ge=0, le=0xFFFF)
+    ugain: int = Field(ge=1, le=0xFFFF)
+    igain: int = Field(ge=1, le=0xFFFF)
 
 
 class Atm90e32Config(_Model):
     driver: Literal["atm90e32"]
     spi_bus: int = Field(ge=0, le=6)
     spi_device: int = Field(ge=0, le=3)
-    pga_gain: int = Field(default=0, ge=0, le=0xFFFF, description="MMode1 register")
+    pga_gain: Literal[1, 2, 4] = Field(default=2, description="current-channel PGA, written to MMode1")
     pl_constant: int = Field(default=140625000, gt=0, le=0xFFFFFFFF)
+    three_wire: bool = False
+    # Highest RMS values the board's divider and CTs can present; above them a reading is garbage.
+    max_voltage_v: float = Field(default=600.0, gt=0, le=655.35)
+    max_current_a: float = Field(default=65.0, gt=0, le=65.535)
     phases: list[Atm90e32Phase] = Field(min_length=1, max_length=3)
 
 
@@ -336,6 +348,15 @@ class BoardConfig(_Model):
             raise ValueError(
                 f"safety.realtime = {self.safety.realtime!r} but pilot.driver = {self.pilot.driver!r}; "
                 f"it must be {expected!r}"
+            )
+        if (
+            isinstance(self.pilot, GpioPwmPilot)
+            and not self.board.simulated
+            and (self.pilot.pwm_chip is None or self.pilot.pwm_channel is None)
+        ):
+            raise ValueError(
+                "pilot.pwm_chip and pilot.pwm_channel are required on a real board: the pilot must come "
+                "from the hardware PWM block (software PWM has 1 % steps and jitter); see docs/hardware-pwm.md"
             )
         if expected == "pi-gpio" and not self.board.simulated and not self.safety.external_hardware_trip:
             raise ValueError(

@@ -1,0 +1,1 @@
+"""The charger firmware: session state machines, energy manager, OCPP uplink, metering, journal."""

@@ -1,0 +1,1 @@
+"""The HIL rig: EV, grid and site models, the scenario runner, traces and reports."""

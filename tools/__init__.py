@@ -1,0 +1,1 @@
+"""Engineer-facing utilities: the bring-up probe, the demo, benchmarks (tools/bench/)."""
