@@ -99,15 +99,31 @@ async def _contactor(hal: BoardHal, actuate: bool) -> str:
     if not actuate:
         return f"open commanded, mirror {'absent' if before is None else ('closed' if before else 'open')}"
     _expect(before is not True, "mirror says closed while the contactor is commanded open (welded?)")
-    await hal.contactor.close()
-    await hal.settle(0.2)
-    closed = await hal.contactor.feedback_closed()
-    await hal.contactor.open()
-    await hal.settle(0.2)
-    opened = await hal.contactor.feedback_closed()
+    # A co-processor energises the coil only while the EV asks for power (pilot PWM on, EV in C):
+    # on a simulated board the plant plays that EV; on a bench an EV simulator must be in state C.
+    plant = hal.sim.plant if hal.sim else None
+    await hal.pilot.set_pwm(100)  # 10 % = 6 A, the lowest offer
+    if plant is not None:
+        plant.ev_state = "C"
+    await hal.settle()
+    try:
+        await hal.contactor.close()
+        await hal.settle(0.2)
+        closed = await hal.contactor.feedback_closed()
+        await hal.contactor.open()
+        await hal.settle(0.2)
+        opened = await hal.contactor.feedback_closed()
+    finally:
+        await hal.contactor.open()
+        if plant is not None:
+            plant.ev_state = "A"
+        await hal.pilot.set_f()
     if closed is None:
         return "cycled; no mirror contact on this board"
-    _expect(closed is True, "mirror did not close within 200 ms (failure to close)")
+    interlock = (
+        " (a co-processor closes it only with an EV in state C)" if hal.config.contactor.driver == "coprocessor" else ""
+    )
+    _expect(closed is True, f"mirror did not close within 200 ms (failure to close){interlock}")
     _expect(opened is False, "mirror did not open within 200 ms (welded?)")
     return "closed and opened, mirror followed"
 
