@@ -242,7 +242,8 @@ class NackCode(enum.IntEnum):
 
 
 class PilotCode(enum.IntEnum):
-    """Pilot generator mode on the wire (SET_PILOT and STATUS)."""
+    """Pilot generator mode on the wire (SET_PILOT and STATUS). Member names match
+    :class:`hal.types.PilotMode`, so ``PilotMode[code.name]`` converts between the two."""
 
     X1 = 0
     PWM = 1

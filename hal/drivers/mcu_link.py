@@ -73,13 +73,6 @@ STATUS_MAX_AGE_S = 0.5
 #: An RCD self-test completes within this (mcu-protocol.md RCD_SELFTEST: result within 500 ms).
 RCD_SELFTEST_TIMEOUT_S = 1.0
 
-_PILOT_MODES = {
-    PilotCode.X1: PilotMode.X1,
-    PilotCode.PWM: PilotMode.PWM,
-    PilotCode.F: PilotMode.F,
-    PilotCode.E: PilotMode.E,
-}
-
 
 class McuNack(ProtocolError):
     """The co-processor refused a request (NACK); ``code`` is a :class:`NackCode` value."""
@@ -578,7 +571,7 @@ class McuPilotOutput:
     @property
     def mode(self) -> PilotMode:
         status = self._link.status
-        return _PILOT_MODES[status.pilot_mode] if status else PilotMode.F
+        return PilotMode[PilotCode(status.pilot_mode).name] if status else PilotMode.F
 
     @property
     def duty_permille(self) -> int:

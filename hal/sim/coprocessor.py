@@ -85,13 +85,6 @@ REPLY_CACHE_SIZE = 4
 IDLE_FLUSH_S = 0.050
 _POLL_S = 0.005
 
-_TO_PLANT_MODE = {
-    PilotCode.X1: PilotMode.X1,
-    PilotCode.PWM: PilotMode.PWM,
-    PilotCode.F: PilotMode.F,
-    PilotCode.E: PilotMode.E,
-}
-_FROM_PLANT_MODE = {v: k for k, v in _TO_PLANT_MODE.items()}
 
 
 class _MonotonicClock(Protocol):
@@ -293,11 +286,11 @@ class CoprocessorSim:
 
     def _set_pilot(self, mode: PilotCode, duty_permille: int) -> None:
         self._duty_permille = duty_permille if mode is PilotCode.PWM else 0
-        self.plant.pilot.mode = _TO_PLANT_MODE[mode]
+        self.plant.pilot.mode = PilotMode[PilotCode(mode).name]
         self.plant.pilot.duty = self._duty_permille / 1000.0
 
     def _pilot_mode(self) -> PilotCode:
-        return _FROM_PLANT_MODE[self.plant.pilot.mode]
+        return PilotCode[self.plant.pilot.mode.name]
 
     def _levels(self) -> tuple[int, int | None, CpState]:
         """(high mV, low mV or None, state) as the co-processor's pilot ADC would measure them."""
