@@ -169,10 +169,28 @@ async def _meter(hal: BoardHal, actuate: bool) -> str:
     first = await hal.meter.read()
     volts = "/".join(f"{v:.1f}" for v in first.voltage_v)
     _expect(40.0 < first.frequency_hz < 70.0 or max(first.voltage_v) < 50.0, f"frequency {first.frequency_hz} Hz")
-    return (
-        f"{volts} V, {first.frequency_hz:.2f} Hz, {first.total_power_w:.0f} W, "
-        f"import {first.import_wh:.3f} Wh, export {first.export_wh:.3f} Wh"
+    text = f"{volts} V, {first.frequency_hz:.2f} Hz, {first.total_power_w:.0f} W"
+    plant = hal.sim.plant if hal.sim else None
+    if plant is None:
+        return f"{text}, import {first.import_wh:.3f} Wh, export {first.export_wh:.3f} Wh"
+    # Simulated board: draw 16 A per phase for one second and check power and energy end to end
+    # (plant -> chip registers -> SPI bytes -> driver scaling -> host-side energy totals).
+    plant.ev_current_a = [16.0] * plant.phases
+    expected_w = sum(plant.power_w())
+    before = await hal.meter.read()
+    await hal.clock.sleep(1.0)
+    after = await hal.meter.read()
+    plant.ev_current_a = [0.0] * plant.phases
+    _expect(
+        abs(after.total_power_w - expected_w) < 0.02 * expected_w,
+        f"power {after.total_power_w:.0f} W, plant {expected_w:.0f} W",
     )
+    gained = after.import_wh - before.import_wh
+    _expect(
+        0.7 * expected_w / 3600 < gained < 1.5 * expected_w / 3600,
+        f"energy grew {gained:.3f} Wh in 1 s at {expected_w:.0f} W",
+    )
+    return f"{text}; at 16 A/phase {after.total_power_w:.0f} W, +{gained:.2f} Wh in 1 s"
 
 
 async def _converter(hal: BoardHal, actuate: bool) -> str:
