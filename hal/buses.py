@@ -27,8 +27,10 @@ class SpiDevice(Protocol):
 
 
 def _real_spidev() -> SpiDevice:
-    import spidev  # imported late: the module only exists where the C extension built
-
+    try:
+        import spidev  # imported late: the module only exists where the C extension built
+    except ImportError as exc:
+        raise DeviceNotFound("spidev", f"the spidev Python module is not installed ({exc})") from exc
     return spidev.SpiDev()
 
 
