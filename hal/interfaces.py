@@ -147,9 +147,14 @@ class PowerConverter(Protocol):
 
     async def set_mode(self, mode: ConverterMode) -> None: ...
 
-    async def set_setpoint(self, voltage_v: float, current_a: float) -> None:
-        """Target voltage and current limit; ``current_a`` is a magnitude, the direction comes
-        from the mode."""
+    @property
+    def online(self) -> bool:
+        """False while the module's keep-alive / heartbeat has been lost."""
+        ...
+
+    async def set_setpoint(self, voltage_v: float, current_a: float, power_w: float | None = None) -> None:
+        """Target voltage, current limit and optional power limit; magnitudes, the direction comes
+        from the mode. With ``power_w`` the current commanded is ``min(current_a, power_w / voltage_v)``."""
         ...
 
     async def read_status(self) -> ConverterStatus: ...

@@ -341,7 +341,13 @@ class InfyBidiConverter:
             self._output_on = True
             await self._write(ITEM_MODULE_STATUS, VALUE_ON)
 
-    async def set_setpoint(self, voltage_v: float, current_a: float) -> None:
+    async def set_setpoint(self, voltage_v: float, current_a: float, power_w: float | None = None) -> None:
+        if power_w is not None:
+            # The module takes voltage and current only: a power limit becomes a current limit.
+            if not (math.isfinite(power_w) and 0.0 <= power_w <= self._caps.max_power_w):
+                raise ValueError(f"{self._name}: power {power_w} W outside 0..{self._caps.max_power_w:.0f} W")
+            if voltage_v > 0:
+                current_a = min(current_a, power_w / voltage_v)
         self._validate_setpoint(voltage_v, current_a)
         async with self._locks()[1]:
             previous, self._setpoint = self._setpoint, (voltage_v, current_a)

@@ -229,6 +229,23 @@ def test_frames_for_setpoint_mode_and_off() -> None:
     run(scenario())
 
 
+def test_power_limit_becomes_a_current_limit() -> None:
+    async def scenario() -> None:
+        async with rig() as r:
+            await r.driver.set_setpoint(400.0, 40.0, power_w=10_000.0)  # 10 kW / 400 V = 25 A < 40 A
+            assert r.sim.current_limit_a == 25.0
+            await r.driver.set_setpoint(400.0, 10.0, power_w=10_000.0)  # the current limit is lower
+            assert r.sim.current_limit_a == 10.0
+            r.frames()
+            with pytest.raises(ValueError, match="power"):
+                await r.driver.set_setpoint(400.0, 10.0, power_w=CAPS.max_power_w + 1)
+            with pytest.raises(ValueError, match="power"):
+                await r.driver.set_setpoint(400.0, 10.0, power_w=float("nan"))
+            assert r.requests() == []  # a refused setpoint sends nothing
+
+    run(scenario())
+
+
 def test_read_status_frames_and_scaling() -> None:
     async def scenario() -> None:
         async with rig() as r:
