@@ -223,9 +223,7 @@ class Atm90e32Meter:
         if not 1 <= phases <= 3:
             raise ValueError(f"{name}: phases must be 1, 2 or 3, not {phases}")
         if len(calibration.ugain) < phases:
-            raise ValueError(
-                f"{name}: calibration has gains for {len(calibration.ugain)} phases, need {phases}"
-            )
+            raise ValueError(f"{name}: calibration has gains for {len(calibration.ugain)} phases, need {phases}")
         for label, value in (
             ("initial_import_wh", initial_import_wh),
             ("initial_export_wh", initial_export_wh),
@@ -279,9 +277,7 @@ class Atm90e32Meter:
         self._transfer(address & ADDRESS_MASK, value & 0xFFFF)
 
     def _fail(self, address: int, raw: int, why: str) -> ProtocolError:
-        return ProtocolError(
-            self._name, f"{register_name(address)} (0x{address:02X}) read 0x{raw:04X}: {why}"
-        )
+        return ProtocolError(self._name, f"{register_name(address)} (0x{address:02X}) read 0x{raw:04X}: {why}")
 
     def _read_checked(self, address: int) -> int:
         """Read a register and confirm it against LastSPIData, which the chip sets to the word it
@@ -336,9 +332,7 @@ class Atm90e32Meter:
         for address, value in config:
             raw = self._read(address)
             if raw != value:
-                raise self._fail(
-                    address, raw, f"expected 0x{value:04X} after configuration; the write did not stick"
-                )
+                raise self._fail(address, raw, f"expected 0x{value:04X} after configuration; the write did not stick")
         self._last_energy_read = self._clock.monotonic()
         self._last_power_w = (0.0,) * self._phases
 
@@ -366,15 +360,11 @@ class Atm90e32Meter:
             raw_u = self._read_checked(REG_URMS[phase])
             volts = raw_u * VOLTS_PER_LSB
             if volts > cal.max_voltage_v:
-                raise self._fail(
-                    REG_URMS[phase], raw_u, f"{volts:.2f} V is above this board's {cal.max_voltage_v} V"
-                )
+                raise self._fail(REG_URMS[phase], raw_u, f"{volts:.2f} V is above this board's {cal.max_voltage_v} V")
             raw_i = self._read_checked(REG_IRMS[phase])
             amps = raw_i * AMPS_PER_LSB
             if amps > cal.max_current_a:
-                raise self._fail(
-                    REG_IRMS[phase], raw_i, f"{amps:.3f} A is above this board's {cal.max_current_a} A"
-                )
+                raise self._fail(REG_IRMS[phase], raw_i, f"{amps:.3f} A is above this board's {cal.max_current_a} A")
             raw_p_high = self._read_checked(REG_PMEAN[phase])
             raw_p_low = self._read_checked(REG_PMEAN_LSB[phase])
             raw_p = raw_p_high << 16 | raw_p_low
@@ -436,9 +426,7 @@ class Atm90e32Meter:
                 echo = self._read(REG_LAST_SPI_DATA)
                 if echo != raw:
                     problems.append(
-                        self._fail(
-                            address, raw, f"LastSPIData says 0x{echo:04X}; energy of this interval is lost"
-                        )
+                        self._fail(address, raw, f"LastSPIData says 0x{echo:04X}; energy of this interval is lost")
                     )
                     continue
                 wh = raw * per_count

@@ -235,11 +235,7 @@ class Atm90e32Sim:
             self._regs[address] = value if accepted else 0
             self._locked = not (accepted and value == UNLOCK_KEY)
             return
-        if (
-            address >= READ_ONLY_FROM
-            or (address in LOCKED_BLOCK and self._locked)
-            or address == LAST_SPI_DATA
-        ):
+        if address >= READ_ONLY_FROM or (address in LOCKED_BLOCK and self._locked) or address == LAST_SPI_DATA:
             self.ignored_writes.append((address, value))
             return
         self._regs[address] = value

@@ -86,7 +86,6 @@ IDLE_FLUSH_S = 0.050
 _POLL_S = 0.005
 
 
-
 class _MonotonicClock(Protocol):
     def monotonic(self) -> float: ...
 

@@ -97,6 +97,4 @@ class Plant:
 
     # ------------------------------------------------------------------ power
     def power_w(self) -> list[float]:
-        return [
-            self.grid_voltage_v[i] * self.ev_current_a[i] for i in range(self.phases)
-        ]
+        return [self.grid_voltage_v[i] * self.ev_current_a[i] for i in range(self.phases)]

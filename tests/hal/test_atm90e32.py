@@ -177,9 +177,7 @@ def test_meter_rejects_bad_constructor_arguments() -> None:
     with pytest.raises(ValueError, match="phases"):
         Atm90e32Meter(spi, name="m", phases=3, calibration=one_phase, clock=VirtualClock())
     with pytest.raises(ValueError, match="initial_import_wh"):
-        Atm90e32Meter(
-            spi, name="m", phases=1, calibration=one_phase, clock=VirtualClock(), initial_import_wh=-1
-        )
+        Atm90e32Meter(spi, name="m", phases=1, calibration=one_phase, clock=VirtualClock(), initial_import_wh=-1)
     with pytest.raises(ValueError, match="initial_export_wh"):
         Atm90e32Meter(
             spi,
@@ -397,9 +395,7 @@ def test_corrupted_word_fails_the_last_spi_data_cross_check() -> None:
     rig = make_rig()
     init(rig)
     rig.sim.corrupt_reads(1, after=2)  # MeterEn and its check pass; UrmsA's word gets a flipped bit
-    with pytest.raises(
-        ProtocolError, match=r"UrmsA \(0xD9\) read 0x58D8: LastSPIData says the chip sent 0x59D8"
-    ):
+    with pytest.raises(ProtocolError, match=r"UrmsA \(0xD9\) read 0x58D8: LastSPIData says the chip sent 0x59D8"):
         asyncio.run(rig.meter.read())
     assert asyncio.run(rig.meter.read()).voltage_v[0] == pytest.approx(230.0, abs=0.005)  # transient
 
