@@ -150,11 +150,13 @@ class _Builder:
             self.sim = SimWorld(plant=_plant_for(cfg))
         if buses.gpio is not None:
             self.pin_factory = gpio_pin_factory(buses.gpio.factory, buses.gpio.chip)
-            if isinstance(cfg.pilot, GpioPwmPilot) and cfg.pilot.pwm_chip is not None:
+            pilot = cfg.pilot
+            if isinstance(pilot, GpioPwmPilot) and pilot.pwm_chip is not None and pilot.pwm_channel is not None:
+                # Real boards: the pilot pin comes from the SoC's hardware PWM block (docs/hardware-pwm.md).
                 from hal.drivers.hw_pwm import HardwarePwmFactory
 
                 self.pin_factory = HardwarePwmFactory(
-                    self.pin_factory, pwm_channels={cfg.pilot.pwm_pin: (cfg.pilot.pwm_chip, cfg.pilot.pwm_channel)}
+                    self.pin_factory, pwm_channels={pilot.pwm_pin: (pilot.pwm_chip, pilot.pwm_channel)}
                 )
             self.closers.append(self.pin_factory.close)
             if self.sim is not None:
@@ -230,17 +232,20 @@ class _Builder:
     # ------------------------------------------------------------------ functions
     def pilot(self) -> tuple[PilotOutput, PilotSense]:
         cfg = self.cfg
+        out: PilotOutput
         if isinstance(cfg.pilot, GpioPwmPilot):
-            out = GpioPilotOutput(
+            gpio_out = GpioPilotOutput(
                 "pilot", pwm_pin=cfg.pilot.pwm_pin, e_pin=cfg.pilot.e_pin, pin_factory=self.pin_factory
             )
-            self.closers.append(out.close)
+            self.closers.append(gpio_out.close)
+            out = gpio_out
             if self.sim is not None:
                 self.sim.wiring.pilot(pwm_pin=cfg.pilot.pwm_pin, e_pin=cfg.pilot.e_pin)
         else:
             assert self.mcu is not None
-            out = McuPilotOutput(self.mcu)
-            self.closers.append(out.set_f)
+            mcu_out = McuPilotOutput(self.mcu)
+            self.closers.append(mcu_out.set_f)
+            out = mcu_out
         if isinstance(cfg.pilot_sense, AdcPilotSense):
             s = cfg.pilot_sense
             if self.sim is not None:

@@ -281,8 +281,8 @@ class BoardConfig(_Model):
         self._check_spi_devices()
         return self
 
-    def _functions(self) -> dict[str, object]:
-        named: dict[str, object] = {
+    def _functions(self) -> dict[str, BaseModel]:
+        named: dict[str, BaseModel | None] = {
             "pilot": self.pilot,
             "pilot_sense": self.pilot_sense,
             "proximity": self.proximity,

@@ -22,6 +22,7 @@ watch an alarm input, release, watch it clear" sequence used by RCD and IMD self
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal, TypeVar
@@ -553,7 +554,7 @@ class GpioIndicator(Releasable):
                     name,
                     f"{led_name} LED",
                     pin,
-                    lambda pin=pin: LED(pin, active_high=active_high, initial_value=False, pin_factory=pin_factory),
+                    functools.partial(LED, pin, active_high=active_high, initial_value=False, pin_factory=pin_factory),
                 )
         except BaseException:
             for led in self._leds.values():
