@@ -29,8 +29,10 @@ Timing caveat (ARCHITECTURE.md "Safety below Python's jitter": a board that driv
 GPIO must say so in its board file): gpiozero's ``lgpio`` pin factory generates PWM with
 ``lgpio.tx_pwm``, which is *software-timed* and takes the duty as a whole percent (it truncates
 ``value * 100``, so 0.1 % steps are lost and, for example, 290 ‰ becomes 28 % through float
-rounding). For a real charger, hand this driver a pin factory whose pins use the hardware PWM block
-(``/sys/class/pwm`` with ``dtoverlay=pwm-2chan``) or move the pilot to the MCU co-processor.
+rounding). On a real charger the board builder therefore hands this driver
+:class:`hal.drivers.hw_pwm.HardwarePwmFactory`, whose pilot pin is the SoC's hardware PWM block
+(``/sys/class/pwm``, the board file's ``pwm_chip``/``pwm_channel``, docs/hardware-pwm.md), giving exact
+0.1 % steps; or the board moves the pilot to the MCU co-processor.
 
 The simulator follows the pin itself (:class:`hal.sim.gpio_wiring.PilotWiring` reads the mock pin's
 level and frequency), so the driver needs no callback hook for it.
