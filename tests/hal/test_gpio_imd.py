@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import pytest
 
-from hal.buses import gpio_pin_factory
 from hal.clock import VirtualClock
 from hal.drivers.gpio_imd import IMD_ALARM_TIMEOUT_S, GpioInsulationMonitor
 from hal.errors import DeviceNotFound
@@ -20,29 +19,6 @@ from hal.types import InsulationReading
 
 T = TypeVar("T")
 ALARM, PREALARM, TEST = 24, 25, 26
-
-
-@pytest.fixture
-def factory() -> Iterator[Any]:
-    f = gpio_pin_factory("mock")
-    yield f
-    f.close()
-    f.reset()
-
-
-@pytest.fixture
-def clock() -> VirtualClock:
-    return VirtualClock()
-
-
-@pytest.fixture
-def plant() -> Plant:
-    return Plant()
-
-
-@pytest.fixture
-def wiring(plant: Plant, factory: Any, clock: VirtualClock) -> GpioWiring:
-    return GpioWiring(plant, factory, clock)
 
 
 def _imd(factory: Any, clock: VirtualClock, **kwargs: Any) -> GpioInsulationMonitor:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import pytest
 
-from hal.buses import gpio_pin_factory
 from hal.clock import VirtualClock
 from hal.drivers.gpio_io import (
     RCD_CLEAR_TIMEOUT_S,
@@ -34,29 +33,6 @@ COIL, MIRROR = 20, 21
 LOCK, UNLOCK, LOCK_FB = 6, 7, 8
 TRIP, TEST = 22, 23
 RED, GREEN, BLUE = 9, 10, 11
-
-
-@pytest.fixture
-def factory() -> Iterator[Any]:
-    f = gpio_pin_factory("mock")
-    yield f
-    f.close()
-    f.reset()
-
-
-@pytest.fixture
-def clock() -> VirtualClock:
-    return VirtualClock()
-
-
-@pytest.fixture
-def plant() -> Plant:
-    return Plant()
-
-
-@pytest.fixture
-def wiring(plant: Plant, factory: Any, clock: VirtualClock) -> GpioWiring:
-    return GpioWiring(plant, factory, clock)
 
 
 def _levels(pin: Any) -> list[bool]:
