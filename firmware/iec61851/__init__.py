@@ -1,0 +1,1 @@
+"""IEC 61851-1 basic charging: the pilot encoding, the connector state table and its timing."""
