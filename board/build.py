@@ -142,6 +142,7 @@ class _Builder:
         self.mcu: McuLink | None = None
         self.adc: Mcp3x0x | None = None
         self.keep: list[Any] = []  # gpiozero holds pins by weak reference: keep every driver alive
+        self.meter_totals_wh = (0.0, 0.0)
 
     # ------------------------------------------------------------------ buses
     async def open_buses(self) -> None:
@@ -412,6 +413,8 @@ class _Builder:
             phases=self.cfg.ratings.phases,
             calibration=calibration,
             clock=self.clock,
+            initial_import_wh=self.meter_totals_wh[0],
+            initial_export_wh=self.meter_totals_wh[1],
         )
         await meter.init()
         return meter
@@ -500,9 +503,15 @@ def _plant_for(cfg: BoardConfig) -> Plant:
     )
 
 
-async def open_board(cfg: BoardConfig, clock: Clock | None = None) -> BoardHal:
-    """Open every bus and driver of ``cfg``. On failure, whatever was opened is closed again."""
+async def open_board(
+    cfg: BoardConfig, clock: Clock | None = None, *, meter_totals_wh: tuple[float, float] = (0.0, 0.0)
+) -> BoardHal:
+    """Open every bus and driver of ``cfg``. On failure, whatever was opened is closed again.
+
+    ``meter_totals_wh`` (import, export) resumes the meter's host-side energy totals from the journal.
+    """
     b = _Builder(cfg, clock or RealClock())
+    b.meter_totals_wh = meter_totals_wh
     try:
         await b.open_buses()
         pilot, sense = b.pilot()

@@ -53,6 +53,10 @@ class Safety(_Model):
     external_hardware_trip: bool = Field(
         description="a hardware circuit opens the contactor on RCD trip / overcurrent without software"
     )
+    ventilation_available: bool = Field(
+        default=False,
+        description="the site ventilates charging (indoor, for EVs that ask with pilot state D, IEC 61851-1)",
+    )
 
 
 # ----------------------------------------------------------------------------- buses
@@ -182,8 +186,10 @@ class NtcTemperature(_Model):
     r25_ohm: float = Field(gt=0)
     beta: float = Field(gt=1000, lt=10000)
     pullup_ohm: float = Field(gt=0)
-    derate_from_c: float = Field(default=70.0)
-    trip_c: float = Field(default=90.0)
+    # Staged derating (OpenEVSE, anchors.md 3): half current from derate_from_c, a quarter half-way
+    # to trip_c, stop at trip_c.
+    derate_from_c: float = Field(default=65.0)
+    trip_c: float = Field(default=71.0)
 
     @model_validator(mode="after")
     def _order(self) -> NtcTemperature:

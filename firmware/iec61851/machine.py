@@ -83,7 +83,7 @@ def _transition_table() -> list[dict[str, Any]]:
         table.append({"trigger": f"ev_{letter.lower()}", "source": "E", "dest": f"{letter}1"})
     # The EVSE offers or withdraws its PWM.
     for letter in ("B", "C", "D"):
-        table.append({"trigger": "offer", "source": f"{letter}1", "dest": f"{letter}2", "conditions": "may_offer"})
+        table.append({"trigger": "offer", "source": f"{letter}1", "dest": f"{letter}2", "conditions": "offer_allowed"})
         table.append({"trigger": "withdraw", "source": f"{letter}2", "dest": f"{letter}1"})
     table.append({"trigger": "withdraw", "source": "A2", "dest": "A1"})
     # Any emergency fault: state F from everywhere (F itself included: the hold time restarts).
@@ -186,7 +186,7 @@ class ConnectorMachine:
         )
 
     # ------------------------------------------------------------------ guards
-    def may_offer(self, _event: Any = None) -> bool:
+    def offer_allowed(self, _event: Any = None) -> bool:
         """Default deny: offer PWM only when every precondition is positive."""
         i = self.inputs
         if not i.authorized or i.paused or i.emergency or i.stop:
@@ -254,9 +254,9 @@ class ConnectorMachine:
             if self._letter() != i.ev.value and i.ev in _EV_TRIGGER:
                 getattr(self, _EV_TRIGGER[i.ev])()
         # The EVSE's offer.
-        if self.state == "A2" or (self.state.endswith("2") and not self.may_offer()):
+        if self.state == "A2" or (self.state.endswith("2") and not self.offer_allowed()):
             self.withdraw()
-        elif self.state.endswith("1") and self.state != "A1" and self.may_offer():
+        elif self.state.endswith("1") and self.state != "A1" and self.offer_allowed():
             self.offer()
         # Timers.
         if self.state == "B2" and not self._t.wakeup_done and self._t.offered_in_b2_at is not None:

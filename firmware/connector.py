@@ -1,0 +1,695 @@
+"""One charging connector at run time: the HAL, the IEC 61851 machine, the supervisor, the limits
+and the journal, on one asyncio loop and one injected clock.
+
+Two tasks run while the connector is started:
+
+* the **pilot loop**, every 10 ms (``PILOT_SAMPLE_PERIOD``): read the pilot and the RCD, classify and
+  debounce the pilot, and when anything changed (or a machine deadline fell due) step the machine
+  and apply its outputs at once, in the same task, so a C->B change reported by the HAL reaches the
+  contactor without waiting for any other task;
+* the **supervision loop**, every 100 ms: proximity, temperatures, contactor and lock feedback,
+  co-processor and converter health, and every second the meter (over-current, energy, journal
+  checkpoints).
+
+Outputs are applied in a safe order: the contactor opens before the pilot changes; it closes only
+after the pilot shows the offer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from board.build import BoardHal
+from firmware import limits as sources
+from firmware.iec61851.machine import ConnectorMachine, Outputs
+from firmware.iec61851.pilot import CpState, PilotDebouncer, PilotSample, classify, current_for_duty
+from firmware.iec61851.timing import (
+    PILOT_DEBOUNCE_POWER_DOWN,
+    PILOT_DEBOUNCE_POWER_UP,
+    PILOT_INVALID_FAULT_AFTER,
+    PILOT_SAMPLE_PERIOD,
+    T_MIRROR_SETTLE,
+)
+from firmware.journal import HardwareSnapshot, Journal, JournalError
+from firmware.limits import Limit, LimitSet
+from firmware.safety.faults import FaultCode
+from firmware.safety.supervisor import FaultEvent, OvercurrentCheck, Supervisor, ThermalCheck
+from hal.clock import Clock
+from hal.errors import HalError
+from hal.types import MeterReading, PilotMode
+
+log = logging.getLogger(__name__)
+
+SUPERVISION_PERIOD = 0.100
+METER_PERIOD = 1.0
+#: The meter may fail to answer plausibly this long before charging stops (energy must be billed).
+METER_COMM_TIMEOUT = 5.0
+#: The co-processor link may fail this long before it is a fault (its own fail-safe acts at 1 s).
+COPROCESSOR_COMM_TIMEOUT = 0.5
+#: Journal checkpoint of a running session: a power loss loses at most this much energy knowledge.
+CHECKPOINT_PERIOD = 10.0
+#: Time the lock actuator needs before its feedback is judged (lock pulses are 0.4-0.6 s).
+T_LOCK_SETTLE = 1.0
+
+
+@dataclass
+class ConnectorSettings:
+    connector_id: int = 1
+    #: Current used when an external limit (EMS, OCPP, user) expires: the "statically limited
+    #: charging power" of seed requirement R142. 6 A, the lowest offer, unless configured.
+    fallback_a: float = 6.0
+    #: Offer without authorisation (free charging, the demo, a private wallbox).
+    free_charging: bool = False
+    #: Resume a session after a restart if its last checkpoint is younger than this.
+    resume_within_s: float = 300.0
+
+
+@dataclass
+class ConnectorStatus:
+    state: str
+    ev: str
+    pilot_mode: str
+    duty_permille: int
+    offered_a: float | None
+    contactor_closed: bool
+    locked: bool
+    effective_a: float
+    why: str
+    faults: list[str]
+    session_id: str | None
+    energy_wh: float | None
+    meter: dict[str, Any] | None = field(default=None)
+
+
+EventSink = Callable[[str, dict[str, Any]], None]
+
+
+class Connector:
+    def __init__(
+        self,
+        hal: BoardHal,
+        *,
+        clock: Clock,
+        journal: Journal | None = None,
+        settings: ConnectorSettings | None = None,
+        on_event: EventSink | None = None,
+    ) -> None:
+        self.hal = hal
+        self.clock = clock
+        self.journal = journal
+        self.settings = settings or ConnectorSettings()
+        self._emit_to = on_event
+        cfg = hal.config
+        self.machine = ConnectorMachine(supports_state_e=hal.pilot.supports_state_e)
+        self.machine.inputs.ventilation_available = cfg.safety.ventilation_available
+        self.machine.inputs.authorized = self.settings.free_charging
+        self.supervisor = Supervisor()
+        self.limits = LimitSet(fallback_a=self.settings.fallback_a)
+        self.limits.set(Limit(sources.BOARD, cfg.ratings.max_current_a, detail=f"board {cfg.board.name} rating"))
+        self.debouncer = PilotDebouncer(up_s=PILOT_DEBOUNCE_POWER_UP, down_s=PILOT_DEBOUNCE_POWER_DOWN)
+        self.overcurrent = OvercurrentCheck()
+        self.thermal = ThermalCheck({t.name: (t.derate_from_c, t.trip_c) for t in cfg.temperature})
+        self.id_tag: str | None = None
+        self.session_id: str | None = None
+        self.last_sample: PilotSample | None = None
+        self.last_meter: MeterReading | None = None
+        self._outputs: Outputs | None = None
+        self._invalid_since: float | None = None
+        self._diode_bad_count = 0
+        self._contactor_commanded_at = -math.inf
+        self._lock_commanded_at = -math.inf
+        self._meter_ok_at: float | None = None
+        self._mcu_ok_at: float | None = None
+        self._next_meter = 0.0
+        self._next_checkpoint = 0.0
+        self._history_seen = 0
+        self._tasks: list[Any] = []
+        self._running = False
+        # The lock motor needs 0.4-0.6 s per move: a worker task moves it, so that a step (and the
+        # contactor reaction in it) never waits for the lock.
+        self._want_locked = False
+        self._lock_wake = asyncio.Event()
+
+    # ================================================================== public API
+    def authorize(self, id_tag: str | None = None) -> None:
+        self.machine.inputs.authorized = True
+        self.id_tag = id_tag
+
+    def deauthorize(self) -> None:
+        self.machine.inputs.authorized = self.settings.free_charging
+
+    def pause(self) -> None:
+        self.machine.inputs.paused = True
+
+    def resume(self) -> None:
+        self.machine.inputs.paused = False
+
+    def set_hlc(self, required: bool) -> None:
+        self.machine.inputs.hlc = required
+
+    def set_limit(self, limit: Limit) -> None:
+        self.limits.set(limit)
+        self._emit(
+            "limit", {"source": limit.source, "value": limit.current_a, "unit": "A", "expires_at": limit.expires_at}
+        )
+
+    def clear_limit(self, source: str) -> None:
+        self.limits.clear(source)
+
+    def service_clear(self, code: FaultCode) -> bool:
+        return self.supervisor.service_clear(code, self.clock.monotonic())
+
+    def why(self) -> str:
+        """Why the connector offers what it offers: the limit chain, and what else blocks an offer."""
+        now = self.clock.monotonic()
+        effective = self.limits.effective(now)
+        lines = [f"connector {self.settings.connector_id}: state {self.machine.state}, {effective.explain()}"]
+        i = self.machine.inputs
+        blockers = []
+        if not i.authorized:
+            blockers.append("not authorised")
+        if i.paused:
+            blockers.append("paused")
+        for code in self.supervisor.active:
+            blockers.append(f"fault {code.value}")
+        if effective.current_a < 6.0 and not i.hlc:
+            blockers.append("limit below 6 A: no PWM offer possible (IEC 61851-1 Table A.7)")
+        if blockers:
+            lines.append("not offering because: " + "; ".join(blockers))
+        return "\n".join(lines)
+
+    def status(self) -> ConnectorStatus:
+        now = self.clock.monotonic()
+        out = self._outputs
+        duty = out.duty_permille if out else 0
+        pwm = out is not None and out.pilot_mode is PilotMode.PWM
+        energy = None
+        if self.session_id and self.journal is not None:
+            record = self.journal.session(self.session_id)
+            if record is not None and self.last_meter is not None:
+                energy = self.last_meter.import_wh - record.meter_start_wh
+        return ConnectorStatus(
+            state=self.machine.state,
+            ev=self.debouncer.state.value,
+            pilot_mode=out.pilot_mode.value if out else "f",
+            duty_permille=duty,
+            offered_a=current_for_duty(duty) if pwm and not self.machine.inputs.hlc else None,
+            contactor_closed=bool(out and out.contactor_closed),
+            locked=bool(out and out.locked),
+            effective_a=self.limits.effective(now).current_a,
+            why=self.why(),
+            faults=[code.value for code in self.supervisor.active],
+            session_id=self.session_id,
+            energy_wh=energy,
+            meter=None
+            if self.last_meter is None
+            else {
+                "power_w": self.last_meter.total_power_w,
+                "import_wh": self.last_meter.import_wh,
+                "export_wh": self.last_meter.export_wh,
+            },
+        )
+
+    # ================================================================== lifecycle
+    async def start(self) -> None:
+        """Boot: self-test, reconcile the journal with the hardware, then run."""
+        now = self.clock.monotonic()
+        self._next_meter = now
+        self._next_checkpoint = now + CHECKPOINT_PERIOD
+        await self._boot_selftest()
+        await self._read_pilot_until_stable()
+        await self._reconcile()
+        await self._evaluate()
+        self._running = True
+        name = f"connector{self.settings.connector_id}"
+        self._tasks = [
+            asyncio.create_task(self._pilot_loop(), name=f"{name}-pilot"),
+            asyncio.create_task(self._supervision_loop(), name=f"{name}-supervision"),
+        ]
+        if self.hal.lock is not None:
+            self._tasks.append(asyncio.create_task(self._lock_worker(), name=f"{name}-lock"))
+
+    async def stop(self) -> None:
+        """Stop the loops and leave the hardware safe: contactor open, then pilot F. A running session
+        stays open in the journal (checkpointed), so that a restart can resume or close it."""
+        self._running = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        with contextlib.suppress(HalError):
+            await self.hal.contactor.open()
+        with contextlib.suppress(HalError):
+            await self.hal.pilot.set_f()
+        self._checkpoint(force=True)
+
+    # ================================================================== boot
+    async def _boot_selftest(self) -> None:
+        now = self.clock.monotonic()
+        try:
+            passed = await self.hal.rcd.self_test()
+        except HalError as exc:
+            passed = False
+            log.error("RCD self-test could not run: %s", exc)
+        self.supervisor.condition(FaultCode.RCD_SELFTEST_FAILED, not passed, now, "boot self-test")
+        self._emit_faults()
+
+    async def _read_pilot_until_stable(self) -> None:
+        """Drive X1 and read the pilot until the debounced state is settled (or 0.5 s passed)."""
+        with contextlib.suppress(HalError):
+            await self.hal.pilot.set_x1()
+        deadline = self.clock.monotonic() + PILOT_DEBOUNCE_POWER_UP * 2
+        while self.clock.monotonic() < deadline:
+            await self._sample_pilot()
+            await self.clock.sleep(PILOT_SAMPLE_PERIOD)
+
+    async def _reconcile(self) -> None:
+        if self.journal is None:
+            return
+        mirror = None
+        with contextlib.suppress(HalError):
+            mirror = await self.hal.contactor.feedback_closed()
+        meter_wh = None
+        if self.hal.meter is not None:
+            with contextlib.suppress(HalError):
+                meter_wh = (await self.hal.meter.read()).import_wh
+        try:
+            result = self.journal.reconcile(
+                self.settings.connector_id,
+                HardwareSnapshot(
+                    ev_state=self.debouncer.state.value, contactor_closed=mirror, meter_import_wh=meter_wh
+                ),
+                resume_within_s=self.settings.resume_within_s,
+            )
+        except JournalError as exc:
+            log.error("journal reconciliation failed: %s", exc)
+            return
+        if result.session is not None:
+            self._emit(
+                "session",
+                {"id": result.session.session_id, "action": result.action, "reason": result.session.stop_reason},
+            )
+        if result.action == "resumed" and result.session is not None:
+            self.session_id = result.session.session_id
+            self.id_tag = result.session.id_tag
+            self.machine.inputs.authorized = True
+        if result.contactor_mismatch:
+            self.supervisor.raise_fault(FaultCode.CONTACTOR_WELDED, self.clock.monotonic(), "closed at boot")
+
+    # ================================================================== loops
+    async def _pilot_loop(self) -> None:
+        while self._running:
+            changed = await self._sample_pilot()
+            changed |= await self._sample_rcd()
+            deadline = self.machine.next_deadline(self._last_step)
+            expiry = self.limits.next_expiry(self._last_step)
+            now = self.clock.monotonic()
+            due = any(t is not None and now >= t for t in (deadline, expiry))
+            if changed or due:
+                await self._evaluate()
+            await self.clock.sleep(PILOT_SAMPLE_PERIOD)
+
+    async def _lock_worker(self) -> None:
+        lock = self.hal.lock
+        assert lock is not None
+        while self._running:
+            await self._lock_wake.wait()
+            self._lock_wake.clear()
+            want = self._want_locked
+            if lock.commanded_locked == want:
+                continue
+            try:
+                await (lock.lock() if want else lock.unlock())
+            except HalError as exc:
+                log.error("lock %s failed: %s", "lock" if want else "unlock", exc)
+                self.supervisor.raise_fault(FaultCode.LOCK_FAILED, self.clock.monotonic(), str(exc))
+            self._lock_commanded_at = self.clock.monotonic()
+
+    async def _supervision_loop(self) -> None:
+        while self._running:
+            now = self.clock.monotonic()
+            await self._check_proximity(now)
+            await self._check_temperatures(now)
+            await self._check_feedback(now)
+            await self._check_coprocessor(now)
+            await self._check_converter(now)
+            if now >= self._next_meter:
+                self._next_meter = now + METER_PERIOD
+                await self._check_meter(now)
+            self._checkpoint()
+            await self._evaluate()
+            await self.clock.sleep(SUPERVISION_PERIOD)
+
+    # ================================================================== measurements
+    _last_step = 0.0
+
+    async def _sample_pilot(self) -> bool:
+        now = self.clock.monotonic()
+        try:
+            reading = await self.hal.pilot_sense.read()
+        except HalError as exc:
+            log.warning("pilot read failed: %s", exc)
+            return self._pilot_invalid(now, "pilot sense failed")
+        sample = classify(reading)
+        self.last_sample = sample
+        changed = False
+        if sample.state is CpState.INVALID:
+            changed |= self._pilot_invalid(now, f"pilot {sample.high_v:+.2f} V outside every window")
+        else:
+            self._invalid_since = None
+            changed |= self._set_condition(FaultCode.PILOT_INVALID, False, now)
+        out = self._outputs
+        driving_f = out is not None and out.pilot_mode in (PilotMode.F, PilotMode.E)
+        if not driving_f and sample.state not in (CpState.INVALID, CpState.F):
+            accepted = self.debouncer.feed(sample.state, now)
+            if accepted is not None:
+                changed = True
+                self._on_ev_state(accepted, now)
+        # Diode check: only meaningful while our PWM runs (the negative plateau exists).
+        if out is not None and out.pilot_mode is PilotMode.PWM and sample.diode_ok is not None:
+            if sample.diode_ok:
+                self._diode_bad_count = 0
+                if self.machine.inputs.diode_ok is not True:
+                    self.machine.inputs.diode_ok = True
+                    changed = True
+            else:
+                self._diode_bad_count += 1
+                if self._diode_bad_count >= 2:  # two samples in a row: 20 ms, against a single glitch
+                    self.machine.inputs.diode_ok = False
+                    changed |= self._set_condition(FaultCode.DIODE_MISSING, True, now, f"low level {sample.low_v}")
+        return changed
+
+    def _pilot_invalid(self, now: float, detail: str) -> bool:
+        if self._invalid_since is None:
+            self._invalid_since = now
+        if now - self._invalid_since >= PILOT_INVALID_FAULT_AFTER:
+            return self._set_condition(FaultCode.PILOT_INVALID, True, now, detail)
+        return False
+
+    def _on_ev_state(self, state: CpState, now: float) -> None:
+        self.machine.inputs.ev = state
+        self._emit("pilot", {"ev": state.value})
+        self._set_condition(FaultCode.PILOT_SHORT, state is CpState.E, now, "pilot at 0 V")
+        ventilation_missing = state is CpState.D and not self.machine.inputs.ventilation_available
+        self._set_condition(FaultCode.VENTILATION_NOT_AVAILABLE, ventilation_missing, now, "EV in D")
+        if state is CpState.A:
+            self.machine.inputs.diode_ok = None  # a new vehicle must pass its own diode check
+            self._diode_bad_count = 0
+            for code in (
+                FaultCode.DIODE_MISSING,
+                FaultCode.CONTACTOR_FAILED_TO_CLOSE,
+                FaultCode.LOCK_FAILED,
+                FaultCode.OVERCURRENT_SOFT,
+                FaultCode.OVERCURRENT_HARD,
+            ):
+                self.supervisor.condition(code, False, now)
+            self.supervisor.ev_unplugged(now)
+
+    async def _sample_rcd(self) -> bool:
+        now = self.clock.monotonic()
+        try:
+            tripped = await self.hal.rcd.tripped()
+        except HalError as exc:
+            log.warning("RCD read failed: %s", exc)
+            tripped = True  # default deny: an RCD we cannot read is treated as tripped
+        return self._set_condition(FaultCode.RCD_TRIPPED, tripped, now, "trip input active")
+
+    async def _check_proximity(self, now: float) -> None:
+        try:
+            pp = await self.hal.proximity.read()
+        except HalError as exc:
+            self._set_condition(FaultCode.PROXIMITY_INVALID, True, now, str(exc))
+            return
+        self._set_condition(FaultCode.PROXIMITY_INVALID, pp.fault is not None, now, pp.fault or "")
+        if pp.fault is None and pp.ampacity_a is not None and pp.ampacity_a > 0:
+            if self.limits.get(sources.CABLE) is None or self.limits.get(sources.CABLE).current_a != pp.ampacity_a:  # type: ignore[union-attr]
+                self.set_limit(Limit(sources.CABLE, float(pp.ampacity_a), detail="proximity pilot cable coding"))
+        elif pp.fault is not None:
+            self.set_limit(Limit(sources.CABLE, 0.0, detail=f"proximity fault: {pp.fault}"))
+
+    async def _check_temperatures(self, now: float) -> None:
+        if not self.hal.temperatures:
+            return
+        readings: dict[str, float] = {}
+        sensor_fault = ""
+        for sensor in self.hal.temperatures:
+            try:
+                readings[sensor.name] = await sensor.read_c()
+            except HalError as exc:
+                sensor_fault = str(exc)
+        self._set_condition(FaultCode.TEMPERATURE_SENSOR, bool(sensor_fault), now, sensor_fault)
+        if not readings:
+            return
+        verdict = self.thermal.update(readings)
+        self._set_condition(
+            FaultCode.OVERTEMPERATURE_STOP,
+            verdict.factor == 0.0,
+            now,
+            f"{verdict.hottest} {verdict.temperature_c:.1f} °C",
+        )
+        self._set_condition(
+            FaultCode.OVERTEMPERATURE_DERATE,
+            0.0 < verdict.factor < 1.0,
+            now,
+            f"{verdict.hottest} {verdict.temperature_c:.1f} °C",
+        )
+        rating = self.hal.config.ratings.max_current_a
+        wanted = rating * verdict.factor
+        current = self.limits.get(sources.THERMAL)
+        if verdict.factor >= 1.0:
+            if current is not None:
+                self.limits.clear(sources.THERMAL)
+        elif current is None or current.current_a != wanted:
+            detail = f"{verdict.hottest} at {verdict.temperature_c:.1f} °C: {verdict.factor:g} of rating"
+            self.set_limit(Limit(sources.THERMAL, wanted, detail=detail))
+
+    async def _check_feedback(self, now: float) -> None:
+        out = self._outputs
+        if out is None:
+            return
+        if now - self._contactor_commanded_at >= T_MIRROR_SETTLE:
+            try:
+                mirror = await self.hal.contactor.feedback_closed()
+            except HalError:
+                mirror = None
+            if mirror is not None:
+                if mirror and not out.contactor_closed:
+                    self.supervisor.raise_fault(FaultCode.CONTACTOR_WELDED, now, "mirror closed, coil off")
+                elif not mirror and out.contactor_closed:
+                    self.supervisor.raise_fault(FaultCode.CONTACTOR_FAILED_TO_CLOSE, now, "mirror open, coil on")
+        lock_idle = self.hal.lock is not None and self.hal.lock.commanded_locked == self._want_locked
+        if self.hal.lock is not None and lock_idle and now - self._lock_commanded_at >= T_LOCK_SETTLE:
+            try:
+                locked = await self.hal.lock.feedback_locked()
+            except HalError:
+                locked = None
+            if locked is not None and out.locked and not locked:
+                self.supervisor.raise_fault(FaultCode.LOCK_FAILED, now, "lock feedback says unlocked")
+
+    async def _check_coprocessor(self, now: float) -> None:
+        link = self.hal.mcu
+        if link is None:
+            return
+        status = link.status
+        fresh = status is not None and link.running
+        if fresh:
+            self._mcu_ok_at = now
+        lost = self._mcu_ok_at is None or now - self._mcu_ok_at > COPROCESSOR_COMM_TIMEOUT
+        self._set_condition(FaultCode.COPROCESSOR_COMM_LOST, lost, now, "no status from the co-processor")
+        if status is not None:
+            from hal.drivers.mcu_frames import ErrorFlag
+
+            self._set_condition(
+                FaultCode.HEARTBEAT_LOST,
+                bool(status.flags & ErrorFlag.HEARTBEAT_TIMEOUT),
+                now,
+                "co-processor reports heartbeat timeout",
+            )
+
+    async def _check_converter(self, now: float) -> None:
+        if self.hal.converter is None:
+            return
+        self._set_condition(FaultCode.CONVERTER_COMM_LOST, not self.hal.converter.online, now, "keep-alive lost")
+
+    async def _check_meter(self, now: float) -> None:
+        if self.hal.meter is None:
+            return
+        try:
+            reading = await self.hal.meter.read()
+        except HalError as exc:
+            log.warning("meter read failed: %s", exc)
+            if self._meter_ok_at is None:
+                self._meter_ok_at = now
+            lost = now - self._meter_ok_at >= METER_COMM_TIMEOUT
+            self._set_condition(FaultCode.METER_COMM_LOST, lost, now, str(exc))
+            return
+        self._meter_ok_at = now
+        self._set_condition(FaultCode.METER_COMM_LOST, False, now)
+        self.last_meter = reading
+        self._emit(
+            "meter", {"import_wh": reading.import_wh, "export_wh": reading.export_wh, "power_w": reading.total_power_w}
+        )
+        current = max((abs(c) for c in reading.current_a), default=0.0)
+        self.machine.inputs.current_a = current
+        out = self._outputs
+        offered = None
+        if out is not None and out.pilot_mode is PilotMode.PWM and not self.machine.inputs.hlc:
+            offered = current_for_duty(out.duty_permille)
+        cable = self.limits.get(sources.CABLE)
+        rating = min(self.hal.config.ratings.max_current_a, cable.current_a if cable and cable.current_a else math.inf)
+        soft, hard = self.overcurrent.check(current_a=current, offered_a=offered, rating_a=rating, now=now)
+        detail = f"{current:.1f} A measured, {offered} A offered, rating {rating:g} A"
+        if soft:
+            self.supervisor.condition(FaultCode.OVERCURRENT_SOFT, True, now, detail)
+        if hard:
+            self.supervisor.condition(FaultCode.OVERCURRENT_HARD, True, now, detail)
+        if self.journal is not None:
+            try:
+                self.journal.record_meter(
+                    self.settings.connector_id, import_wh=reading.import_wh, export_wh=reading.export_wh
+                )
+            except JournalError as exc:
+                log.error("journal: %s", exc)
+
+    def _set_condition(self, code: FaultCode, present: bool, now: float, detail: str = "") -> bool:
+        """Report a condition; True when the set of active faults changed."""
+        before = code in self.supervisor.active
+        self.supervisor.condition(code, present, now, detail)
+        return (code in self.supervisor.active) != before
+
+    # ================================================================== the step
+    async def _evaluate(self) -> None:
+        now = self.clock.monotonic()
+        self._last_step = now
+        i = self.machine.inputs
+        i.effective_a = self.limits.effective(now).current_a
+        i.emergency = self.supervisor.emergency
+        if self.supervisor.take_new_emergency():
+            i.new_emergency = True
+        i.stop = self.supervisor.stop
+        out = self.machine.step(now)
+        self._emit_faults()
+        self._emit_transitions()
+        await self._apply(out, now)
+        self._track_session(now)
+
+    async def _apply(self, out: Outputs, now: float) -> None:
+        prev = self._outputs
+        self._outputs = out
+        opening = out.contactor_closed is False and (prev is None or prev.contactor_closed)
+        closing = out.contactor_closed and (prev is None or not prev.contactor_closed)
+        try:
+            if opening:  # open first: the contactor never carries current across a pilot change
+                await self.hal.contactor.open()
+                self._contactor_commanded_at = now
+                self._emit("contactor", {"closed": False, "commanded": True})
+            if prev is None or (prev.pilot_mode, prev.duty_permille) != (out.pilot_mode, out.duty_permille):
+                await self._drive_pilot(out)
+            if closing:
+                await self.hal.contactor.close()
+                self._contactor_commanded_at = now
+                self._emit("contactor", {"closed": True, "commanded": True})
+            if self.hal.lock is not None and (prev is None or prev.locked != out.locked):
+                self._want_locked = out.locked
+                self._lock_commanded_at = now
+                self._lock_wake.set()
+        except HalError as exc:
+            # A failing actuator must not take the loop down; the next step re-applies everything.
+            log.error("applying outputs failed: %s", exc)
+            self._outputs = None
+        if self.journal is not None and (prev is None or prev != out):
+            with contextlib.suppress(JournalError):
+                self.journal.record_actuators(
+                    self.settings.connector_id,
+                    contactor_closed=out.contactor_closed,
+                    pilot_mode=out.pilot_mode.value,
+                    duty_permille=out.duty_permille,
+                    locked=out.locked,
+                )
+
+    async def _drive_pilot(self, out: Outputs) -> None:
+        pilot = self.hal.pilot
+        if out.pilot_mode is PilotMode.PWM:
+            await pilot.set_pwm(out.duty_permille)
+        elif out.pilot_mode is PilotMode.X1:
+            await pilot.set_x1()
+        elif out.pilot_mode is PilotMode.E:
+            await pilot.set_e()
+        else:
+            await pilot.set_f()
+        self._emit("pilot", {"mode": out.pilot_mode.value, "duty_pct": out.duty_permille / 10})
+
+    # ================================================================== sessions
+    def _track_session(self, now: float) -> None:
+        """A session runs from the moment an authorised EV is connected until it is unplugged or the
+        authorisation ends."""
+        i = self.machine.inputs
+        connected = self.machine.state[0] in "BCD" or self.machine.state in ("WAKEUP", "F", "E")
+        connected = connected and self.debouncer.state is not CpState.A
+        if self.session_id is None and connected and i.authorized:
+            self._start_session()
+        elif self.session_id is not None and (not connected or not i.authorized):
+            self._stop_session("EVDisconnected" if not connected else "DeAuthorized")
+
+    def _meter_wh(self) -> float:
+        return self.last_meter.import_wh if self.last_meter is not None else 0.0
+
+    def _start_session(self) -> None:
+        if self.journal is None:
+            self.session_id = f"local-{self.clock.monotonic():.3f}"
+        else:
+            try:
+                record = self.journal.start_session(
+                    self.settings.connector_id, id_tag=self.id_tag, meter_start_wh=self._meter_wh()
+                )
+            except JournalError as exc:
+                log.error("journal: cannot start a session: %s", exc)
+                return
+            self.session_id = record.session_id
+        self._emit("session", {"action": "started", "id": self.session_id, "id_tag": self.id_tag})
+
+    def _stop_session(self, reason: str) -> None:
+        session_id, self.session_id = self.session_id, None
+        if self.journal is not None and session_id is not None:
+            try:
+                self.journal.stop_session(session_id, reason=reason, meter_stop_wh=self._meter_wh())
+            except JournalError as exc:
+                log.error("journal: cannot stop session %s: %s", session_id, exc)
+        self._emit("session", {"action": "stopped", "id": session_id, "reason": reason})
+        if reason == "EVDisconnected" and not self.settings.free_charging:
+            self.machine.inputs.authorized = False  # the next EV needs its own authorisation
+
+    def _checkpoint(self, force: bool = False) -> None:
+        now = self.clock.monotonic()
+        if self.journal is None or self.session_id is None or (not force and now < self._next_checkpoint):
+            return
+        self._next_checkpoint = now + CHECKPOINT_PERIOD
+        try:
+            self.journal.update_session(self.session_id, meter_wh=self._meter_wh())
+        except JournalError as exc:
+            log.error("journal: %s", exc)
+
+    # ================================================================== events
+    def _emit(self, kind: str, data: dict[str, Any]) -> None:
+        if self._emit_to is not None:
+            self._emit_to(kind, {"t": self.clock.monotonic(), **data})
+
+    def _emit_faults(self) -> None:
+        events: list[FaultEvent] = self.supervisor.take_events()
+        for e in events:
+            log.warning("fault %s %s: %s", e.code.value, "raised" if e.raised else "cleared", e.detail)
+            self._emit("fault", {"code": e.code.value, "raised": e.raised, "detail": e.detail})
+
+    def _emit_transitions(self) -> None:
+        history = self.machine.history
+        for at, trigger, source, dest in history[self._history_seen :]:
+            self._emit("state", {"from": source, "to": dest, "trigger": trigger, "at": at})
+        self._history_seen = len(history)

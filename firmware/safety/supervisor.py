@@ -1,0 +1,195 @@
+"""The safety supervisor: turns measurements into faults, and applies each fault's recovery rule.
+
+The connector runtime reports *conditions* (``condition(code, present, now)``) as it measures them;
+the supervisor raises a fault the moment its condition appears and clears it only as the catalogue
+(:mod:`firmware.safety.faults`) allows: AUTO when the condition is gone, UNPLUG when the condition is
+gone and the EV has been unplugged since, SERVICE never by itself. The connector asks it whether an
+EMERGENCY or a STOP fault is active and which faults were raised since it last looked.
+
+Also here: the pure checks that need memory over time, each a small class: soft/hard over-current
+and the staged thermal derating.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from firmware.safety.faults import CATALOGUE, FaultCode, Reaction, Recovery
+
+
+@dataclass
+class ActiveFault:
+    code: FaultCode
+    raised_at: float
+    detail: str
+    condition_present: bool = True
+    condition_gone_at: float | None = None
+    unplugged_since_gone: bool = False
+
+
+@dataclass(frozen=True)
+class FaultEvent:
+    code: FaultCode
+    raised: bool  # True = raised, False = cleared
+    at: float
+    detail: str
+
+
+class Supervisor:
+    def __init__(self) -> None:
+        self.active: dict[FaultCode, ActiveFault] = {}
+        self._events: list[FaultEvent] = []
+        self._new_emergency = False
+
+    # ------------------------------------------------------------------ inputs
+    def condition(self, code: FaultCode, present: bool, now: float, detail: str = "") -> None:
+        """Report whether the condition behind ``code`` holds now."""
+        fault = self.active.get(code)
+        if present:
+            if fault is None:
+                self.active[code] = ActiveFault(code, now, detail)
+                self._events.append(FaultEvent(code, True, now, detail))
+                if CATALOGUE[code].reaction is Reaction.EMERGENCY:
+                    self._new_emergency = True
+            else:
+                fault.condition_present = True
+                fault.condition_gone_at = None
+                fault.unplugged_since_gone = False
+            return
+        if fault is None:
+            return
+        if fault.condition_present:
+            fault.condition_present = False
+            fault.condition_gone_at = now
+        self._try_clear(fault, now)
+
+    def raise_fault(self, code: FaultCode, now: float, detail: str = "") -> None:
+        """A fault that is an event rather than a level (welding seen once): raised, condition gone."""
+        self.condition(code, True, now, detail)
+        self.condition(code, False, now)
+
+    def ev_unplugged(self, now: float) -> None:
+        """The pilot reads A: UNPLUG faults whose condition is gone may clear."""
+        for fault in list(self.active.values()):
+            if not fault.condition_present:
+                fault.unplugged_since_gone = True
+                self._try_clear(fault, now)
+
+    def service_clear(self, code: FaultCode, now: float) -> bool:
+        """An operator clears a fault (any recovery rule) once its condition is gone."""
+        fault = self.active.get(code)
+        if fault is None or fault.condition_present:
+            return False
+        self._clear(fault, now)
+        return True
+
+    def _try_clear(self, fault: ActiveFault, now: float) -> None:
+        recovery = CATALOGUE[fault.code].recovery
+        if fault.condition_present or recovery is Recovery.SERVICE:
+            return
+        if recovery is Recovery.UNPLUG and not fault.unplugged_since_gone:
+            return
+        self._clear(fault, now)
+
+    def _clear(self, fault: ActiveFault, now: float) -> None:
+        del self.active[fault.code]
+        self._events.append(FaultEvent(fault.code, False, now, fault.detail))
+
+    # ------------------------------------------------------------------ outputs
+    @property
+    def emergency(self) -> bool:
+        return any(CATALOGUE[c].reaction is Reaction.EMERGENCY for c in self.active)
+
+    @property
+    def stop(self) -> bool:
+        return any(CATALOGUE[c].reaction is Reaction.STOP for c in self.active)
+
+    def take_new_emergency(self) -> bool:
+        """True once for every batch of EMERGENCY faults raised since the last call."""
+        new, self._new_emergency = self._new_emergency, False
+        return new
+
+    def take_events(self) -> list[FaultEvent]:
+        events, self._events = self._events, []
+        return events
+
+
+# ------------------------------------------------------------------------------ over-current
+#: Soft over-current: above the offered limit + 10 % + 0.5 A for 7 s (EVerest EvseManager, "Emergency
+#: shutdown according to IEC 61851-23 Table CC.10"; anchors.md 1.2).
+SOFT_OVERCURRENT_FACTOR = 1.10
+SOFT_OVERCURRENT_MARGIN_A = 0.5
+SOFT_OVERCURRENT_TIME_S = 7.0
+
+
+class OvercurrentCheck:
+    """Soft: measured > offered x 1.1 + 0.5 A for 7 s. Hard: measured > hardware rating (board or
+    cable) x 1.1 + 0.5 A, at once: the rating protects the cable and the contacts, the offer only
+    asks the EV to behave."""
+
+    def __init__(self) -> None:
+        self._over_since: float | None = None
+
+    def check(self, *, current_a: float, offered_a: float | None, rating_a: float, now: float) -> tuple[bool, bool]:
+        """(soft, hard) conditions at ``now``. ``offered_a`` is None while no current is offered."""
+        hard = current_a > rating_a * SOFT_OVERCURRENT_FACTOR + SOFT_OVERCURRENT_MARGIN_A
+        limit = offered_a if offered_a is not None else 0.0
+        over = current_a > limit * SOFT_OVERCURRENT_FACTOR + SOFT_OVERCURRENT_MARGIN_A
+        if not over:
+            self._over_since = None
+            return False, hard
+        if self._over_since is None:
+            self._over_since = now
+        return now - self._over_since >= SOFT_OVERCURRENT_TIME_S, hard
+
+
+# ------------------------------------------------------------------------------ thermal
+#: Staged derating as OpenEVSE does it (anchors.md 3: 65 °C -> 1/2 current, 68 °C -> 1/4, 71 °C ->
+#: stop; restore 3 °C below the first step). The board file gives each sensor's first step
+#: (``derate_from_c``) and its trip (``trip_c``); the middle step sits half-way.
+THERMAL_HYSTERESIS_C = 3.0
+THERMAL_HALF = 0.5
+THERMAL_QUARTER = 0.25
+
+
+@dataclass(frozen=True)
+class ThermalVerdict:
+    factor: float  # 1.0, 0.5 or 0.25 of the rating; 0.0 = stop
+    hottest: str  # sensor name that decides
+    temperature_c: float
+
+
+class ThermalCheck:
+    """Per-sensor staged derating with hysteresis: the step only falls back once every sensor is
+    3 °C below the step's threshold."""
+
+    def __init__(self, thresholds: dict[str, tuple[float, float]]) -> None:
+        # name -> (derate_from_c, trip_c)
+        self.thresholds = thresholds
+        self._factor: dict[str, float] = dict.fromkeys(thresholds, 1.0)
+
+    def update(self, readings: dict[str, float]) -> ThermalVerdict:
+        worst = ThermalVerdict(1.0, "", float("nan"))
+        for name, temp in readings.items():
+            derate, trip = self.thresholds[name]
+            middle = (derate + trip) / 2
+            wanted = 1.0
+            if temp >= trip:
+                wanted = 0.0
+            elif temp >= middle:
+                wanted = THERMAL_QUARTER
+            elif temp >= derate:
+                wanted = THERMAL_HALF
+            current = self._factor[name]
+            if wanted < current:
+                current = wanted
+            else:
+                # Step back up only with hysteresis below the threshold of the step we are in.
+                for factor, threshold in ((0.0, trip), (THERMAL_QUARTER, middle), (THERMAL_HALF, derate)):
+                    if current == factor and temp < threshold - THERMAL_HYSTERESIS_C:
+                        current = wanted if wanted > current else current
+                        break
+            self._factor[name] = current
+            if current < worst.factor or not worst.hottest:
+                worst = ThermalVerdict(current, name, temp)
+        return worst
