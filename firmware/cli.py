@@ -13,6 +13,7 @@ import asyncio
 import sys
 
 from board.loader import BoardError, load_board, shipped_boards
+from hal.errors import HalError
 
 
 def _cmd_board_list(args: argparse.Namespace) -> int:
@@ -52,10 +53,89 @@ def _cmd_hal_probe(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from firmware.demo import run_demo
     from tools.probe_cli import run_probe
 
-    print("evse demo: bring-up probe of every simulated board (drivers running against bus simulators)\n")
-    return asyncio.run(run_probe(["sim-ac", "sim-dc-bidi"], actuate=True, as_json=False))
+    status = asyncio.run(run_demo())
+    print("\nbring-up probe of every simulated board (drivers running against bus simulators)\n")
+    return status or asyncio.run(run_probe(["sim-ac", "sim-dc-bidi"], actuate=True, as_json=False))
+
+
+def _cmd_states(args: argparse.Namespace) -> int:
+    from firmware.iec61851.diagram import render
+
+    print(render(args.format))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    from firmware.app import run_firmware
+    from firmware.connector import ConnectorSettings
+    from firmware.control import default_socket_path
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_board(args.board)
+    except BoardError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    settings = ConnectorSettings(free_charging=args.free, fallback_a=args.fallback_a)
+    control = Path(args.control) if args.control else default_socket_path()
+    try:
+        asyncio.run(run_firmware(cfg, journal_path=Path(args.journal), control_path=control, settings=settings))
+    except HalError as exc:
+        print(f"board {cfg.board.name}: cannot open: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _control_request(args: argparse.Namespace, body: dict[str, object]) -> int:
+    import json
+    from pathlib import Path
+
+    from firmware.control import default_socket_path, request
+
+    path = Path(args.control) if args.control else default_socket_path()
+    try:
+        answer = asyncio.run(request(path, body))
+    except (OSError, TimeoutError) as exc:
+        print(f"no firmware answering on {path}: {exc}", file=sys.stderr)
+        return 1
+    if not answer.get("ok"):
+        print(f"refused: {answer.get('error')}", file=sys.stderr)
+        return 1
+    result = answer.get("result")
+    print(result if isinstance(result, str) else json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    return _control_request(args, {"cmd": "status"})
+
+
+def _cmd_why(args: argparse.Namespace) -> int:
+    return _control_request(args, {"cmd": "why"})
+
+
+def _cmd_ctl(args: argparse.Namespace) -> int:
+    body: dict[str, object] = {"cmd": args.ctl_command}
+    for item in args.params:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"parameters are key=value, not {item!r}", file=sys.stderr)
+            return 2
+        body[key] = _parse_value(value)
+    return _control_request(args, body)
+
+
+def _parse_value(text: str) -> object:
+    try:
+        return float(text) if any(ch in text for ch in ".eE") else int(text)
+    except ValueError:
+        return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +162,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the end-to-end demo on the simulated boards")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("states", help="print or draw the IEC 61851 connector state table")
+    p.add_argument("--format", choices=("table", "dot", "mermaid"), default="table")
+    p.set_defaults(func=_cmd_states)
+
+    p = sub.add_parser("run", help="run the firmware on a board (real time)")
+    p.add_argument("--board", required=True, help="a board file path or a shipped board name")
+    p.add_argument("--journal", default="evse-journal.db", help="the session journal (SQLite)")
+    p.add_argument("--control", help="control socket path (default: $XDG_RUNTIME_DIR/evse.sock)")
+    p.add_argument("--free", action="store_true", help="offer without authorisation (free charging)")
+    p.add_argument("--fallback-a", type=float, default=6.0, help="current when an external limit expires")
+    p.set_defaults(func=_cmd_run)
+
+    for name, func, text in (("status", _cmd_status, "state of a running firmware"),
+                             ("why", _cmd_why, "why the connector offers what it offers")):  # fmt: skip
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--control", help="control socket path")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("ctl", help="command a running firmware")
+    p.add_argument(
+        "ctl_command",
+        choices=("authorize", "deauthorize", "pause", "resume", "limit", "clear-limit", "clear-fault", "sim"),
+    )
+    p.add_argument("params", nargs="*", metavar="KEY=VALUE", help="e.g. source=ems amps=16 for_s=900")
+    p.add_argument("--control", help="control socket path")
+    p.set_defaults(func=_cmd_ctl)
     return parser
 
 

@@ -64,9 +64,7 @@ class SimulatedCharger:
     async def start(self) -> Connector:
         totals = (0.0, 0.0)
         if self.journal is not None:
-            last = self.journal.last_meter(self.settings.connector_id)
-            if last is not None:
-                totals = (last.import_wh, last.export_wh)
+            totals = self.journal.resume_meter_totals(self.settings.connector_id)
         self.hal = await self.run_until_done(open_board(self.config, self.clock, meter_totals_wh=totals))
         if self.before_start is not None:
             self.before_start(self.plant)

@@ -24,6 +24,7 @@ parts themselves.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any, Protocol
 
 from hal.clock import Clock
@@ -47,9 +48,18 @@ class WiringPart(Protocol):
 
 
 # -------------------------------------------------------------------------------------- pin helpers
+_PIN_CACHE: weakref.WeakKeyDictionary[Any, dict[int, Any]] = weakref.WeakKeyDictionary()
+
+
 def _pin(factory: Any, number: int) -> Any:
-    # Looked up on every update, so the wiring keeps working across factory.reset() and new drivers.
-    return factory.pin(number)
+    # gpiozero's own lookup walks the board's pin table by name on every call, which dominated the
+    # simulation's run time; the cached pin is used while it is still the factory's pin for that
+    # number, so the wiring keeps working across factory.reset() and new drivers.
+    cache = _PIN_CACHE.setdefault(factory, {})
+    pin = cache.get(number)
+    if pin is None or factory.pins.get(pin.info) is not pin:
+        pin = cache[number] = factory.pin(number)
+    return pin
 
 
 def _output_active(factory: Any, number: int, active_high: bool) -> bool:

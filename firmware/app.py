@@ -1,0 +1,61 @@
+"""``evse run``: the firmware on a board, in real time, until SIGTERM or SIGINT.
+
+Boot order: open the journal (a corrupt one is moved aside and a new one started, never a crash),
+open the board with the meter totals resumed from the journal, start the connector (self-test,
+reconciliation with the hardware), then the control socket. Shutdown runs the same way backwards and
+leaves the hardware safe (contactor open, pilot F).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from board.build import open_board
+from board.schema import BoardConfig
+from firmware.connector import Connector, ConnectorSettings
+from firmware.control import ControlServer
+from firmware.journal import Journal
+from hal.clock import RealClock
+
+log = logging.getLogger(__name__)
+
+
+async def run_firmware(
+    cfg: BoardConfig,
+    *,
+    journal_path: Path,
+    control_path: Path,
+    settings: ConnectorSettings,
+    stop: asyncio.Event | None = None,
+) -> None:
+    journal, recovered = Journal.open_or_recover(journal_path)
+    if recovered is not None:
+        log.error("journal %s was unreadable; moved to %s and started a new one", journal_path, recovered)
+    clock = RealClock()
+    totals = journal.resume_meter_totals(settings.connector_id)
+    hal = await open_board(cfg, clock, meter_totals_wh=totals)
+    connector = Connector(hal, clock=clock, journal=journal, settings=settings, on_event=_log_event)
+    control = ControlServer(connector, control_path, plant=hal.sim.plant if hal.sim else None)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await connector.start()
+        await control.start()
+        log.info("running board %s; control socket %s", cfg.board.name, control_path)
+        await stop.wait()
+    finally:
+        await control.stop()
+        await connector.stop()
+        await hal.close()
+        journal.close()
+
+
+def _log_event(kind: str, data: dict[str, object]) -> None:
+    log.info("%s %s", kind, data)

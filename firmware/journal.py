@@ -1,0 +1,807 @@
+"""The session journal: charging sessions, meter totals and the last actuator commands, kept in SQLite so
+that they survive a crash or a power loss (ARCHITECTURE.md, "Nothing lost"; anchors.md §2 "Power-loss/reboot
+recovery" and §8 point 9: sessions lost on reboot in EVerest#2681/#1515, transaction ids lost offline in
+libocpp#495, a station reporting Available while it was charging after a reboot).
+
+What it keeps
+-------------
+* ``sessions``: one row per charging session, never deleted. A session is *open* until it is stopped;
+  while open it carries the last checkpoint (meter reading and the wall-clock time it was taken) and,
+  optionally, the IEC 61851 connector state. Invariants, enforced in SQL as well as here: at most one open
+  session per connector (a partial unique index), a stopped session never changes (a trigger), the
+  identity of a session (id, connector, id tag, start time, start reading) never changes (a trigger),
+  ``meter_stop_wh >= meter_start_wh`` and every checkpoint ``>= meter_start_wh`` (CHECK constraints).
+* ``meter_totals``: the latest import/export energy totals per connector (one row per connector, replaced
+  in place). The ATM90E32 energy registers are read-to-clear, so the meter driver keeps the totals on the
+  host; at boot the firmware resumes the driver from :meth:`Journal.last_meter`. Totals never go down
+  unless the caller says the meter was reset.
+* ``actuators``: the latest commanded contactor, pilot and lock state per connector (one row each).
+
+Durability
+----------
+The file is in WAL mode with ``synchronous=FULL``. In WAL mode ``NORMAL`` only syncs the WAL at
+checkpoints: a commit survives a crash of the process but the last commits can be rolled back by a power
+loss or a kernel crash. ``FULL`` syncs the WAL on every commit, so once a write method has returned (all
+of them commit before returning) the session stop, the checkpoint or the meter total is on the storage and
+survives a power cut. The price is one fsync per write (about a millisecond on an SSD, a few to tens of
+milliseconds on a slow SD card); the firmware writes at most a few times per second per connector.
+
+Reconciliation at boot (public behaviour)
+-----------------------------------------
+Call :meth:`Journal.reconcile` once per connector at boot, before the connector state machine starts, with
+a :class:`HardwareSnapshot` of what the hardware says now. Read the pilot with +12 V applied (state X1) so
+that A, B, C and D can be told apart, and do it once the wall clock is trustworthy (RTC or NTP): the
+policy compares wall-clock times.
+
+* No open session on the connector: action ``"none"``.
+* An open session, the EV still plugged in (pilot B, C or D) and the last checkpoint younger than
+  ``resume_within_s`` (default 300 s): action ``"resumed"``. The same session id continues; the only
+  write is a resume counter and time on the session. The firmware carries on with that session (and must
+  not start a new one, which would lose the open transaction as in libocpp#495).
+* Otherwise: action ``"closed"``. The session is stopped with
+
+  - ``stopped_at`` = the time of the last checkpoint, the last moment the session is known to have been
+    alive, never "now" (a station that was off for an hour did not deliver energy for that hour);
+  - ``meter_stop_wh`` = the larger of the last checkpoint and the hardware meter reading when that is
+    present and plausible (finite and not below the checkpoint; a lower reading is ignored because
+    energy totals never go down, so it comes from a reset or replaced meter);
+  - ``reason`` = ``"EVDisconnected"`` when the pilot now reads A, else ``"PowerLoss"`` (OCPP 1.6
+    ``Reason`` values). Why: at boot the journal cannot know whether the firmware stopped because of a
+    power cut, a watchdog reset or a crash, but it knows whether the EV is still there. When it is gone
+    (A), the session could not have continued in any case, the driver ended it by leaving, and a new
+    plug-in starts a new session: ``EVDisconnected`` is what the CSMS and the driver expect, and
+    ``stopped_at`` still says when energy stopped. When the EV is still plugged (checkpoint too old) or
+    the pilot does not tell (E, F), the outage is the only reason the session ended: ``PowerLoss``.
+  - A checkpoint dated *after* "now" (the wall clock went back, e.g. a Pi without an RTC before NTP) does
+    not prove the session is recent, so such a session is closed, never resumed.
+
+Whatever the action, ``contactor_mismatch`` in the result is true when the contactor mirror contact reads
+closed although no session is running on the connector (action ``"none"`` or ``"closed"``); the caller
+raises a fault and opens the contactor (the station must never report Available while power flows).
+
+Errors
+------
+Every refusal and every SQLite failure is a :class:`JournalError` naming the file; the firmware never sees
+a raw ``sqlite3`` exception. :class:`JournalCorrupt` means the file is not a readable journal (not a
+database, a damaged page, a database of something else). What the firmware should do then is its decision;
+the suggested one is :meth:`Journal.open_or_recover`: move the bad file aside with a timestamp suffix (it
+is kept for diagnosis, not deleted), start a new journal and report the event. A journal written by a newer
+firmware (schema version higher than :data:`SCHEMA_VERSION`) is a plain :class:`JournalError` and is not
+moved aside: it is readable, only not by this version, and a downgrade must not split the history.
+
+Timing: every call is a few small statements on a local file plus, for writes, one fsync; all calls are
+synchronous and meant to be called from the firmware's event loop thread (the connection is bound to the
+thread that opened it). Times are wall-clock seconds since the epoch (floats) from the injected
+``wall_clock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from hal.types import PILOT_DUTY_MAX_PERMILLE, PilotMode
+
+#: Schema version this firmware writes. Bump it together with a new entry in ``MIGRATIONS``.
+SCHEMA_VERSION: Final = 1
+
+#: OCPP 1.6 StopTransaction ``Reason`` values used by :meth:`Journal.reconcile` (OCPP 1.6 §7.47 Reason).
+REASON_POWER_LOSS: Final = "PowerLoss"
+REASON_EV_DISCONNECTED: Final = "EVDisconnected"
+
+#: Pilot states (IEC 61851-1 Table A.3) in which a vehicle is connected.
+EV_PLUGGED_STATES: Final = frozenset("BCD")
+EV_STATES: Final = frozenset("ABCDEF")
+
+#: How long a write waits for another connection that holds the write lock. Only another process (or a
+#: second Journal object) writing the same file can hold it; the firmware itself is the only writer.
+BUSY_TIMEOUT_S: Final = 0.5
+
+_MAX_TEXT = 64  # reason and state names are short identifiers, not free text
+
+# SQLite primary result codes (sqlite.org/rescode.html): the file is damaged or is not a database.
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+ReconcileAction = Literal["none", "resumed", "closed"]
+
+
+# --------------------------------------------------------------------------------------------- errors
+class JournalError(Exception):
+    """The journal refused a call or could not read or write its file. ``path`` names the file."""
+
+    def __init__(self, path: str | Path, message: str) -> None:
+        super().__init__(f"journal {path}: {message}")
+        self.path = Path(path)
+        self.message = message
+
+
+class JournalCorrupt(JournalError):
+    """The file is not a readable session journal (damaged, not a database, or some other database)."""
+
+
+class SessionConflict(JournalError):
+    """The connector already has an open session (one open session per connector)."""
+
+
+class UnknownSession(JournalError):
+    """No session has this id."""
+
+
+class SessionStopped(JournalError):
+    """The session is stopped; a stopped session never changes."""
+
+
+# -------------------------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class SessionRecord:
+    """One charging session as stored. ``stopped_at``, ``meter_stop_wh`` and ``stop_reason`` are all
+    ``None`` while the session is open and all set once it is stopped."""
+
+    session_id: str
+    connector: int
+    id_tag: str | None
+    started_at: float
+    meter_start_wh: float
+    last_meter_wh: float
+    last_checkpoint_at: float
+    state: str | None
+    stopped_at: float | None
+    meter_stop_wh: float | None
+    stop_reason: str | None
+    resume_count: int
+    last_resumed_at: float | None
+
+    @property
+    def is_open(self) -> bool:
+        return self.stopped_at is None
+
+    @property
+    def energy_wh(self) -> float:
+        """Energy delivered so far (open) or in total (stopped)."""
+        end = self.meter_stop_wh if self.meter_stop_wh is not None else self.last_meter_wh
+        return end - self.meter_start_wh
+
+
+@dataclass(frozen=True)
+class ActuatorRecord:
+    """The last actuator command recorded for a connector. ``pilot_mode`` is a :class:`PilotMode` value."""
+
+    connector: int
+    contactor_closed: bool
+    pilot_mode: str
+    duty_permille: int
+    locked: bool
+    at: float
+
+
+@dataclass(frozen=True)
+class MeterRecord:
+    """The latest host-kept energy totals of a connector's meter."""
+
+    connector: int
+    import_wh: float
+    export_wh: float
+    at: float
+
+
+@dataclass(frozen=True)
+class HardwareSnapshot:
+    """What the hardware says at boot: the pilot state as read now ('A'..'F', IEC 61851-1), the contactor
+    mirror contact (``None`` when the board has none) and the meter's import total (``None`` if unknown)."""
+
+    ev_state: str
+    contactor_closed: bool | None = None
+    meter_import_wh: float | None = None
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """The outcome of :meth:`Journal.reconcile`. ``session`` is the resumed or closed session (as stored
+    after the call), ``None`` for action ``"none"``; ``detail`` explains the decision for the log."""
+
+    connector: int
+    action: ReconcileAction
+    session: SessionRecord | None
+    contactor_mismatch: bool
+    detail: str
+
+
+# ------------------------------------------------------------------------------------------ schema
+def _create_v1(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """
+        CREATE TABLE sessions (
+            seq INTEGER PRIMARY KEY,  -- creation order ("newest first" must not trust the wall clock)
+            session_id TEXT NOT NULL UNIQUE,
+            connector INTEGER NOT NULL CHECK (connector >= 1),
+            id_tag TEXT,
+            started_at REAL NOT NULL,
+            meter_start_wh REAL NOT NULL CHECK (meter_start_wh >= 0),
+            last_meter_wh REAL NOT NULL CHECK (last_meter_wh >= meter_start_wh),
+            last_checkpoint_at REAL NOT NULL,
+            state TEXT,
+            stopped_at REAL,
+            meter_stop_wh REAL CHECK (meter_stop_wh >= meter_start_wh),
+            stop_reason TEXT,
+            resume_count INTEGER NOT NULL DEFAULT 0 CHECK (resume_count >= 0),
+            last_resumed_at REAL,
+            CHECK ((stopped_at IS NULL) = (meter_stop_wh IS NULL)),
+            CHECK ((stopped_at IS NULL) = (stop_reason IS NULL))
+        )
+        """
+    )
+    conn.execute("CREATE UNIQUE INDEX one_open_session_per_connector ON sessions (connector) WHERE stopped_at IS NULL")
+    conn.execute("CREATE INDEX sessions_by_connector ON sessions (connector, seq)")
+    conn.execute(
+        """
+        CREATE TRIGGER stopped_sessions_are_final BEFORE UPDATE ON sessions
+        WHEN OLD.stopped_at IS NOT NULL
+        BEGIN SELECT RAISE(ABORT, 'stopped sessions never change'); END
+        """
+    )
+    conn.execute(
+        """
+        CREATE TRIGGER session_identity_is_fixed
+        BEFORE UPDATE OF seq, session_id, connector, id_tag, started_at, meter_start_wh ON sessions
+        BEGIN SELECT RAISE(ABORT, 'the identity of a session never changes'); END
+        """
+    )
+    conn.execute(
+        """
+        CREATE TRIGGER sessions_are_kept BEFORE DELETE ON sessions
+        BEGIN SELECT RAISE(ABORT, 'sessions are never deleted'); END
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE meter_totals (
+            connector INTEGER PRIMARY KEY CHECK (connector >= 1),
+            import_wh REAL NOT NULL CHECK (import_wh >= 0),
+            export_wh REAL NOT NULL CHECK (export_wh >= 0),
+            at REAL NOT NULL
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE actuators (
+            connector INTEGER PRIMARY KEY CHECK (connector >= 1),
+            contactor_closed INTEGER NOT NULL CHECK (contactor_closed IN (0, 1)),
+            pilot_mode TEXT NOT NULL,
+            duty_permille INTEGER NOT NULL CHECK (duty_permille BETWEEN 0 AND 1000),
+            locked INTEGER NOT NULL CHECK (locked IN (0, 1)),
+            at REAL NOT NULL
+        )
+        """
+    )
+
+
+#: Forward migrations: ``MIGRATIONS[n]`` brings a journal from schema version n-1 to n, inside the same
+#: transaction that records version n. To change the schema, add a function and bump ``SCHEMA_VERSION``;
+#: never edit a released migration (journals in the field were built by it).
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1}
+
+_SESSION_COLUMNS = (
+    "session_id, connector, id_tag, started_at, meter_start_wh, last_meter_wh, last_checkpoint_at, state, "
+    "stopped_at, meter_stop_wh, stop_reason, resume_count, last_resumed_at"
+)
+
+
+def _session_from_row(row: Sequence[Any]) -> SessionRecord:
+    return SessionRecord(*row)  # the column order of _SESSION_COLUMNS is the field order
+
+
+# -------------------------------------------------------------------------------------------- journal
+class Journal:
+    """The session journal on one SQLite file (created if missing). See the module docstring for the
+    durability guarantees, the reconciliation policy and the errors."""
+
+    def __init__(self, path: str | Path, *, wall_clock: Callable[[], float] = time.time) -> None:
+        self._path = Path(path)
+        self._wall_clock = wall_clock
+        self._conn: sqlite3.Connection | None = None
+        with self._guard("cannot open"):
+            conn = sqlite3.connect(str(self._path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            with self._guard("cannot open"):
+                self._setup(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    @classmethod
+    def open_or_recover(
+        cls, path: str | Path, *, wall_clock: Callable[[], float] = time.time
+    ) -> tuple[Journal, Path | None]:
+        """Open the journal; if the file is corrupt (:class:`JournalCorrupt`), move it and its ``-wal``
+        and ``-shm`` companions aside as ``<name>.corrupt-<UTC timestamp>`` and start a new journal.
+        Returns the journal and the path the bad file was moved to (``None`` when nothing was wrong).
+        Other errors (permissions, a journal from a newer firmware) are raised unchanged."""
+        path = Path(path)
+        try:
+            return cls(path, wall_clock=wall_clock), None
+        except JournalCorrupt:
+            moved_to = _move_aside(path, wall_clock())
+        return cls(path, wall_clock=wall_clock), moved_to
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def close(self) -> None:
+        """Close the file (idempotent). Every later call raises :class:`JournalError`."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with self._guard("cannot close"):
+                conn.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------ sessions
+    def start_session(
+        self, connector: int, *, id_tag: str | None, meter_start_wh: float, started_at: float | None = None
+    ) -> SessionRecord:
+        """Open a new session on ``connector`` with a new unique id. Raises :class:`SessionConflict` if the
+        connector already has an open session."""
+        _check_connector(self._path, connector)
+        if id_tag is not None and not isinstance(id_tag, str):
+            raise JournalError(self._path, f"id_tag must be a string or None, not {id_tag!r}")
+        meter = _energy(self._path, "meter_start_wh", meter_start_wh)
+        at = self._time("started_at", started_at)
+        session_id = uuid.uuid4().hex
+        with self._write("cannot start a session") as conn:
+            open_now = self._open_session(conn, connector)
+            if open_now is not None:
+                raise self._conflict(connector, open_now.session_id)
+            try:
+                conn.execute(
+                    "INSERT INTO sessions (session_id, connector, id_tag, started_at, meter_start_wh, last_meter_wh,"
+                    " last_checkpoint_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (session_id, connector, id_tag, at, meter, meter, at),
+                )
+            except sqlite3.IntegrityError as exc:
+                # The partial unique index caught what the check above could not see (another writer).
+                raise self._conflict(connector, None) from exc
+        return SessionRecord(session_id, connector, id_tag, at, meter, meter, at, None, None, None, None, 0, None)
+
+    def update_session(self, session_id: str, *, meter_wh: float, at: float | None = None) -> None:
+        """Checkpoint an open session: the meter reading ``meter_wh`` at ``at``. A reading below the last
+        checkpoint is refused (energy totals never go down)."""
+        meter = _energy(self._path, "meter_wh", meter_wh)
+        when = self._time("at", at)
+        with self._write("cannot checkpoint a session") as conn:
+            record = self._require_open_session(conn, session_id)
+            if meter < record.last_meter_wh:
+                raise JournalError(
+                    self._path,
+                    f"session {session_id}: meter reading {meter} Wh is below the last checkpoint "
+                    f"{record.last_meter_wh} Wh; energy totals never go down",
+                )
+            conn.execute(
+                "UPDATE sessions SET last_meter_wh = ?, last_checkpoint_at = ? WHERE session_id = ?",
+                (meter, when, session_id),
+            )
+
+    def set_session_state(self, session_id: str, state: str) -> None:
+        """Record the IEC 61851 connector state name of an open session (for reconciliation and reports)."""
+        _check_name(self._path, "state", state)
+        with self._write("cannot record the session state") as conn:
+            self._require_open_session(conn, session_id)
+            conn.execute("UPDATE sessions SET state = ? WHERE session_id = ?", (state, session_id))
+
+    def stop_session(
+        self, session_id: str, *, reason: str, meter_stop_wh: float, stopped_at: float | None = None
+    ) -> SessionRecord:
+        """Stop a session and return it as stored. Idempotent: stopping a stopped session returns the
+        stored record unchanged, whatever the arguments (never a second stop, never a changed reason).
+        ``meter_stop_wh`` below the last checkpoint is refused (energy totals never go down)."""
+        _check_name(self._path, "reason", reason)
+        meter = _energy(self._path, "meter_stop_wh", meter_stop_wh)
+        when = self._time("stopped_at", stopped_at)
+        with self._write("cannot stop a session") as conn:
+            record = self._session(conn, session_id)
+            if record is None:
+                raise UnknownSession(self._path, f"no session {session_id!r}")
+            if not record.is_open:
+                return record
+            if meter < record.last_meter_wh:
+                raise JournalError(
+                    self._path,
+                    f"session {session_id}: stop reading {meter} Wh is below the last checkpoint "
+                    f"{record.last_meter_wh} Wh; energy totals never go down",
+                )
+            return self._stop(conn, record, reason=reason, meter_stop_wh=meter, stopped_at=when)
+
+    def open_session(self, connector: int) -> SessionRecord | None:
+        """The open session on ``connector``, if any."""
+        _check_connector(self._path, connector)
+        with self._read("cannot read sessions") as conn:
+            return self._open_session(conn, connector)
+
+    def session(self, session_id: str) -> SessionRecord | None:
+        """The session with this id, or ``None``."""
+        with self._read("cannot read sessions") as conn:
+            return self._session(conn, session_id)
+
+    def sessions(self, connector: int | None = None, limit: int | None = None) -> list[SessionRecord]:
+        """Sessions, newest (most recently started) first, optionally of one connector and at most
+        ``limit`` of them."""
+        if connector is not None:
+            _check_connector(self._path, connector)
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+            raise JournalError(self._path, f"limit must be an integer >= 0 or None, not {limit!r}")
+        sql_limit = -1 if limit is None else limit  # SQLite: a negative LIMIT means no limit
+        with self._read("cannot read sessions") as conn:
+            if connector is None:
+                rows = conn.execute(
+                    f"SELECT {_SESSION_COLUMNS} FROM sessions ORDER BY seq DESC LIMIT ?", (sql_limit,)
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE connector = ? ORDER BY seq DESC LIMIT ?",
+                    (connector, sql_limit),
+                ).fetchall()
+        return [_session_from_row(row) for row in rows]
+
+    # ------------------------------------------------------------------------- actuators and meter
+    def record_actuators(
+        self,
+        connector: int,
+        *,
+        contactor_closed: bool,
+        pilot_mode: str,
+        duty_permille: int,
+        locked: bool,
+        at: float | None = None,
+    ) -> None:
+        """Record the latest actuator command of ``connector`` (replaces the previous one)."""
+        _check_connector(self._path, connector)
+        modes = {m.value for m in PilotMode}
+        if pilot_mode not in modes:
+            raise JournalError(self._path, f"pilot_mode must be one of {sorted(modes)}, not {pilot_mode!r}")
+        if (
+            not isinstance(duty_permille, int)
+            or isinstance(duty_permille, bool)
+            or not 0 <= duty_permille <= PILOT_DUTY_MAX_PERMILLE
+        ):
+            raise JournalError(
+                self._path, f"duty_permille must be an integer 0..{PILOT_DUTY_MAX_PERMILLE}, not {duty_permille!r}"
+            )
+        for name, flag in (("contactor_closed", contactor_closed), ("locked", locked)):
+            if not isinstance(flag, bool):
+                raise JournalError(self._path, f"{name} must be a bool, not {flag!r}")
+        when = self._time("at", at)
+        with self._write("cannot record actuators") as conn:
+            conn.execute(
+                "INSERT INTO actuators (connector, contactor_closed, pilot_mode, duty_permille, locked, at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (connector) DO UPDATE SET"
+                " contactor_closed = excluded.contactor_closed, pilot_mode = excluded.pilot_mode,"
+                " duty_permille = excluded.duty_permille, locked = excluded.locked, at = excluded.at",
+                (connector, int(contactor_closed), pilot_mode, duty_permille, int(locked), when),
+            )
+
+    def last_actuators(self, connector: int) -> ActuatorRecord | None:
+        _check_connector(self._path, connector)
+        with self._read("cannot read actuators") as conn:
+            row = conn.execute(
+                "SELECT connector, contactor_closed, pilot_mode, duty_permille, locked, at FROM actuators"
+                " WHERE connector = ?",
+                (connector,),
+            ).fetchone()
+        if row is None:
+            return None
+        return ActuatorRecord(row[0], bool(row[1]), row[2], row[3], bool(row[4]), row[5])
+
+    def record_meter(
+        self, connector: int, *, import_wh: float, export_wh: float, at: float | None = None, reset: bool = False
+    ) -> None:
+        """Record the latest energy totals of ``connector``'s meter (replaces the previous ones). A total
+        below the stored one is refused unless ``reset=True`` (the meter was replaced or reset)."""
+        _check_connector(self._path, connector)
+        imp = _energy(self._path, "import_wh", import_wh)
+        exp = _energy(self._path, "export_wh", export_wh)
+        when = self._time("at", at)
+        with self._write("cannot record meter totals") as conn:
+            row = conn.execute(
+                "SELECT import_wh, export_wh FROM meter_totals WHERE connector = ?", (connector,)
+            ).fetchone()
+            if row is not None and not reset and (imp < row[0] or exp < row[1]):
+                raise JournalError(
+                    self._path,
+                    f"connector {connector}: meter totals import {imp} Wh / export {exp} Wh are below the stored "
+                    f"{row[0]} Wh / {row[1]} Wh; energy registers never go down (pass reset=True after a meter reset)",
+                )
+            conn.execute(
+                "INSERT INTO meter_totals (connector, import_wh, export_wh, at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (connector) DO UPDATE SET"
+                " import_wh = excluded.import_wh, export_wh = excluded.export_wh, at = excluded.at",
+                (connector, imp, exp, when),
+            )
+
+    def last_meter(self, connector: int) -> MeterRecord | None:
+        _check_connector(self._path, connector)
+        with self._read("cannot read meter totals") as conn:
+            row = conn.execute(
+                "SELECT connector, import_wh, export_wh, at FROM meter_totals WHERE connector = ?", (connector,)
+            ).fetchone()
+        return None if row is None else MeterRecord(*row)
+
+    def resume_meter_totals(self, connector: int) -> tuple[float, float]:
+        """(import, export) Wh to resume the meter driver from after a restart: the stored totals, or
+        the open session's last checkpoint if that is higher (a checkpoint can be newer than the last
+        ``record_meter``), so that no later reading is refused as going down."""
+        last = self.last_meter(connector)
+        import_wh, export_wh = (last.import_wh, last.export_wh) if last is not None else (0.0, 0.0)
+        session = self.open_session(connector)
+        if session is not None:
+            import_wh = max(import_wh, session.last_meter_wh)
+        return import_wh, export_wh
+
+    # ------------------------------------------------------------------------------- reconciliation
+    def reconcile(
+        self, connector: int, hw: HardwareSnapshot, *, now: float | None = None, resume_within_s: float = 300.0
+    ) -> Reconciliation:
+        """Reconcile ``connector``'s open session with the hardware at boot; the policy is in the module
+        docstring."""
+        _check_connector(self._path, connector)
+        if hw.ev_state not in EV_STATES:
+            raise JournalError(self._path, f"ev_state must be one of A..F, not {hw.ev_state!r}")
+        if hw.contactor_closed is not None and not isinstance(hw.contactor_closed, bool):
+            raise JournalError(self._path, f"contactor_closed must be a bool or None, not {hw.contactor_closed!r}")
+        if not (isinstance(resume_within_s, int | float) and math.isfinite(resume_within_s) and resume_within_s >= 0):
+            raise JournalError(self._path, f"resume_within_s must be a finite number >= 0, not {resume_within_s!r}")
+        when = self._time("now", now)
+        contactor_closed = hw.contactor_closed is True
+        with self._write("cannot reconcile") as conn:
+            record = self._open_session(conn, connector)
+            if record is None:
+                return Reconciliation(
+                    connector,
+                    "none",
+                    None,
+                    contactor_closed,
+                    f"connector {connector}: no open session" + _mismatch_note(contactor_closed),
+                )
+            age = when - record.last_checkpoint_at
+            plugged = hw.ev_state in EV_PLUGGED_STATES
+            if plugged and 0 <= age < resume_within_s:
+                conn.execute(
+                    "UPDATE sessions SET resume_count = resume_count + 1, last_resumed_at = ? WHERE session_id = ?",
+                    (when, record.session_id),
+                )
+                resumed = self._session(conn, record.session_id)
+                assert resumed is not None  # same transaction, the row was just updated
+                return Reconciliation(
+                    connector,
+                    "resumed",
+                    resumed,
+                    False,
+                    f"connector {connector}: session {record.session_id} resumed: EV still plugged "
+                    f"(pilot {hw.ev_state}), last checkpoint {age:.1f} s ago (< {resume_within_s:g} s)",
+                )
+            reason = REASON_EV_DISCONNECTED if hw.ev_state == "A" else REASON_POWER_LOSS
+            meter_stop = record.last_meter_wh
+            hw_meter = hw.meter_import_wh
+            hw_note = ""
+            if hw_meter is not None:
+                if isinstance(hw_meter, int | float) and math.isfinite(hw_meter) and hw_meter >= meter_stop:
+                    meter_stop = float(hw_meter)
+                    hw_note = f", meter {meter_stop} Wh from the hardware"
+                else:
+                    hw_note = f", hardware meter {hw_meter!r} Wh ignored (below the checkpoint or not a number)"
+            if plugged:
+                why = (
+                    f"last checkpoint {age:.1f} s ago, not < {resume_within_s:g} s"
+                    if age >= 0
+                    else f"last checkpoint {-age:.1f} s in the future (the wall clock went back)"
+                )
+            else:
+                why = f"pilot {hw.ev_state}, no EV seen"
+            closed = self._stop(
+                conn, record, reason=reason, meter_stop_wh=meter_stop, stopped_at=record.last_checkpoint_at
+            )
+            return Reconciliation(
+                connector,
+                "closed",
+                closed,
+                contactor_closed,
+                f"connector {connector}: session {record.session_id} closed as {reason} ({why}{hw_note})"
+                + _mismatch_note(contactor_closed),
+            )
+
+    # ------------------------------------------------------------------------------------ internals
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise JournalError(self._path, f"cannot use WAL mode (SQLite kept journal_mode={mode})")
+        conn.execute("PRAGMA synchronous=FULL")  # why FULL: module docstring, "Durability"
+        check = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+        if check != ["ok"]:
+            raise JournalCorrupt(self._path, "database is damaged: " + "; ".join(str(c) for c in check[:5]))
+        self._migrate(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")  # a second Journal opening the same file waits, then sees our version
+        try:
+            version = self._schema_version(conn)
+            if version > SCHEMA_VERSION:
+                raise JournalError(
+                    self._path,
+                    f"schema version {version} was written by a newer firmware; this one knows up to "
+                    f"{SCHEMA_VERSION} and does not downgrade journals",
+                )
+            if version == 0:
+                conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[target](conn)
+                conn.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (target, self._wall_clock())
+                )
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int:
+        tables = {
+            row[0]
+            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        }
+        if "schema_version" not in tables:
+            if tables:
+                raise JournalCorrupt(
+                    self._path, f"not a session journal: tables {sorted(tables)} but no schema_version table"
+                )
+            return 0
+        version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        if not isinstance(version, int) or version < 1:
+            raise JournalCorrupt(self._path, f"schema_version table holds no valid version ({version!r})")
+        return version
+
+    @contextlib.contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        """Turn SQLite errors into JournalError naming the file (JournalCorrupt for a damaged file)."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            if isinstance(code, int) and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+                raise JournalCorrupt(self._path, f"{action}: the file is damaged or not a database ({exc})") from exc
+            raise JournalError(self._path, f"{action}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _read(self, action: str) -> Iterator[sqlite3.Connection]:
+        conn = self._connection()
+        with self._guard(action):
+            yield conn
+
+    @contextlib.contextmanager
+    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed (and so synced to storage) before the caller returns. BEGIN
+        IMMEDIATE takes the write lock first, so a check and the write that depends on it cannot be
+        interleaved with another writer's."""
+        conn = self._connection()
+        with self._guard(action):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            finally:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise JournalError(self._path, "the journal is closed")
+        return self._conn
+
+    def _time(self, name: str, value: float | None) -> float:
+        if value is None:
+            value = self._wall_clock()
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise JournalError(self._path, f"{name} must be a finite time in seconds since the epoch, not {value!r}")
+        return float(value)
+
+    def _conflict(self, connector: int, open_id: str | None) -> SessionConflict:
+        which = f" ({open_id})" if open_id else ""
+        return SessionConflict(
+            self._path, f"connector {connector} already has an open session{which}; stop it before starting one"
+        )
+
+    def _session(self, conn: sqlite3.Connection, session_id: str) -> SessionRecord | None:
+        if not isinstance(session_id, str):
+            raise JournalError(self._path, f"session_id must be a string, not {session_id!r}")
+        row = conn.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+        return None if row is None else _session_from_row(row)
+
+    def _open_session(self, conn: sqlite3.Connection, connector: int) -> SessionRecord | None:
+        row = conn.execute(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE connector = ? AND stopped_at IS NULL", (connector,)
+        ).fetchone()
+        return None if row is None else _session_from_row(row)
+
+    def _require_open_session(self, conn: sqlite3.Connection, session_id: str) -> SessionRecord:
+        record = self._session(conn, session_id)
+        if record is None:
+            raise UnknownSession(self._path, f"no session {session_id!r}")
+        if not record.is_open:
+            raise SessionStopped(
+                self._path, f"session {session_id} was stopped ({record.stop_reason}); stopped sessions never change"
+            )
+        return record
+
+    def _stop(
+        self, conn: sqlite3.Connection, record: SessionRecord, *, reason: str, meter_stop_wh: float, stopped_at: float
+    ) -> SessionRecord:
+        conn.execute(
+            "UPDATE sessions SET stopped_at = ?, meter_stop_wh = ?, stop_reason = ? WHERE session_id = ?",
+            (stopped_at, meter_stop_wh, reason, record.session_id),
+        )
+        stopped = self._session(conn, record.session_id)
+        assert stopped is not None  # same transaction, the row was just updated
+        return stopped
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _check_connector(path: Path, connector: int) -> None:
+    # Connectors are numbered from 1 as in OCPP; 0 is the whole station and never has a session.
+    if isinstance(connector, bool) or not isinstance(connector, int) or connector < 1:
+        raise JournalError(path, f"connector must be an integer >= 1, not {connector!r}")
+
+
+def _check_name(path: Path, name: str, value: str) -> None:
+    if not isinstance(value, str) or not 0 < len(value) <= _MAX_TEXT:
+        raise JournalError(path, f"{name} must be a non-empty string of at most {_MAX_TEXT} characters, not {value!r}")
+
+
+def _energy(path: Path, name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and value >= 0):
+        raise JournalError(path, f"{name} must be a finite energy >= 0 Wh, not {value!r}")
+    return float(value)
+
+
+def _mismatch_note(contactor_closed: bool) -> str:
+    return "; contactor mirror reads CLOSED with no session running" if contactor_closed else ""
+
+
+def _move_aside(path: Path, now: float) -> Path:
+    """Rename ``path`` (and its ``-wal``/``-shm`` files) to ``<name>.corrupt-<UTC timestamp>[-n]`` and
+    return the new path of the main file."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    try:
+        os.replace(path, target)
+        for suffix in ("-wal", "-shm"):
+            companion = Path(f"{path}{suffix}")
+            if companion.exists():
+                os.replace(companion, Path(f"{target}{suffix}"))
+    except OSError as exc:
+        raise JournalError(path, f"the journal is corrupt and could not be moved aside: {exc}") from exc
+    # Make the renames themselves durable, so a power cut now does not bring the bad file back.
+    with contextlib.suppress(OSError):
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return target
