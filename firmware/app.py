@@ -31,6 +31,7 @@ async def run_firmware(
     control_path: Path,
     settings: ConnectorSettings,
     stop: asyncio.Event | None = None,
+    sim_ev_state: str | None = None,
 ) -> None:
     journal, recovered = Journal.open_or_recover(journal_path)
     if recovered is not None:
@@ -38,6 +39,13 @@ async def run_firmware(
     clock = RealClock()
     totals = journal.resume_meter_totals(settings.connector_id)
     hal = await open_board(cfg, clock, meter_totals_wh=totals)
+    if sim_ev_state is not None:
+        if hal.sim is None:
+            await hal.close()
+            raise ValueError("--sim-ev only applies to a simulated board")
+        # An EV already plugged in when the (simulated) charger boots: a restart during a session.
+        hal.sim.plant.ev_state = sim_ev_state
+        hal.sim.plant.pp_ohm = 220.0 if sim_ev_state != "A" else None
     connector = Connector(hal, clock=clock, journal=journal, settings=settings, on_event=_log_event)
     control = ControlServer(connector, control_path, plant=hal.sim.plant if hal.sim else None)
     stop = stop or asyncio.Event()

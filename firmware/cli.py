@@ -85,7 +85,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = ConnectorSettings(free_charging=args.free, fallback_a=args.fallback_a)
     control = Path(args.control) if args.control else default_socket_path()
     try:
-        asyncio.run(run_firmware(cfg, journal_path=Path(args.journal), control_path=control, settings=settings))
+        asyncio.run(
+            run_firmware(
+                cfg, journal_path=Path(args.journal), control_path=control, settings=settings, sim_ev_state=args.sim_ev
+            )
+        )
+    except ValueError as exc:
+        print(f"evse run: {exc}", file=sys.stderr)
+        return 2
     except HalError as exc:
         print(f"board {cfg.board.name}: cannot open: {exc}", file=sys.stderr)
         return 1
@@ -173,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control", help="control socket path (default: $XDG_RUNTIME_DIR/evse.sock)")
     p.add_argument("--free", action="store_true", help="offer without authorisation (free charging)")
     p.add_argument("--fallback-a", type=float, default=6.0, help="current when an external limit expires")
+    p.add_argument("--sim-ev", choices=("A", "B", "C"), help="simulated boards: the EV's pilot state at boot")
     p.set_defaults(func=_cmd_run)
 
     for name, func, text in (("status", _cmd_status, "state of a running firmware"),
