@@ -61,6 +61,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return status or asyncio.run(run_probe(["sim-ac", "sim-dc-bidi"], actuate=True, as_json=False))
 
 
+def _cmd_faults(args: argparse.Namespace) -> int:
+    from firmware.safety.faults import CATALOGUE
+
+    for spec in CATALOGUE.values():
+        print(f"{spec.code.value}  [{spec.reaction.value}, recovers: {spec.recovery.value}]")
+        print(f"    when:   {spec.condition}")
+        print(f"    clears: {spec.clears_when}")
+    return 0
+
+
 def _cmd_states(args: argparse.Namespace) -> int:
     from firmware.iec61851.diagram import render
 
@@ -170,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the end-to-end demo on the simulated boards")
     p.set_defaults(func=_cmd_demo)
 
+    p = sub.add_parser("faults", help="the fault catalogue: each fault's reaction and recovery rule")
+    p.set_defaults(func=_cmd_faults)
+
     p = sub.add_parser("states", help="print or draw the IEC 61851 connector state table")
     p.add_argument("--format", choices=("table", "dot", "mermaid"), default="table")
     p.set_defaults(func=_cmd_states)
@@ -202,7 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:  # the output went into `head` or a closed pager: not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

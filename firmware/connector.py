@@ -56,6 +56,10 @@ COPROCESSOR_COMM_TIMEOUT = 0.5
 CHECKPOINT_PERIOD = 10.0
 #: Time the lock actuator needs before its feedback is judged (lock pulses are 0.4-0.6 s).
 T_LOCK_SETTLE = 1.0
+#: A failed RCD self-test is retried every 300 s, at most 6 times, while no EV is connected (OpenEVSE
+#: retries its power-on self-test the same way, anchors.md 6).
+RCD_SELFTEST_RETRY_PERIOD = 300.0
+RCD_SELFTEST_RETRIES = 6
 
 
 @dataclass
@@ -131,6 +135,9 @@ class Connector:
         self._history_seen = 0
         self._tasks: list[Any] = []
         self._running = False
+        self._selftest_at = -math.inf
+        self._selftest_retries = 0
+        self._rcd_selftest_running = False
         # The lock motor needs 0.4-0.6 s per move: a worker task moves it, so that a step (and the
         # contactor reaction in it) never waits for the lock.
         self._want_locked = False
@@ -253,13 +260,29 @@ class Connector:
 
     # ================================================================== boot
     async def _boot_selftest(self) -> None:
-        now = self.clock.monotonic()
+        self._selftest_retries = 0
+        await self._rcd_selftest("boot self-test")
+
+    async def _retry_selftest(self, now: float) -> None:
+        failed = FaultCode.RCD_SELFTEST_FAILED in self.supervisor.active
+        if not failed or self.debouncer.state is not CpState.A or self._selftest_retries >= RCD_SELFTEST_RETRIES:
+            return
+        if now - self._selftest_at < RCD_SELFTEST_RETRY_PERIOD:
+            return
+        self._selftest_retries += 1
+        await self._rcd_selftest(f"self-test retry {self._selftest_retries} of {RCD_SELFTEST_RETRIES}")
+
+    async def _rcd_selftest(self, what: str) -> None:
+        now = self._selftest_at = self.clock.monotonic()
+        self._rcd_selftest_running = True
         try:
             passed = await self.hal.rcd.self_test()
         except HalError as exc:
             passed = False
             log.error("RCD self-test could not run: %s", exc)
-        self.supervisor.condition(FaultCode.RCD_SELFTEST_FAILED, not passed, now, "boot self-test")
+        finally:
+            self._rcd_selftest_running = False
+        self.supervisor.condition(FaultCode.RCD_SELFTEST_FAILED, not passed, now, what)
         self._emit_faults()
 
     async def _read_pilot_until_stable(self) -> None:
@@ -341,6 +364,7 @@ class Connector:
             await self._check_feedback(now)
             await self._check_coprocessor(now)
             await self._check_converter(now)
+            await self._retry_selftest(now)
             if now >= self._next_meter:
                 self._next_meter = now + METER_PERIOD
                 await self._check_meter(now)
@@ -400,6 +424,8 @@ class Connector:
         self._set_condition(FaultCode.PILOT_SHORT, state is CpState.E, now, "pilot at 0 V")
         ventilation_missing = state is CpState.D and not self.machine.inputs.ventilation_available
         self._set_condition(FaultCode.VENTILATION_NOT_AVAILABLE, ventilation_missing, now, "EV in D")
+        if state is not CpState.A:
+            self.supervisor.ev_plugged()
         if state is CpState.A:
             self.machine.inputs.diode_ok = None  # a new vehicle must pass its own diode check
             self._diode_bad_count = 0
@@ -415,6 +441,8 @@ class Connector:
 
     async def _sample_rcd(self) -> bool:
         now = self.clock.monotonic()
+        if self._rcd_selftest_running:
+            return False  # the test current trips the RCD on purpose; the self-test judges it
         try:
             tripped = await self.hal.rcd.tripped()
         except HalError as exc:

@@ -62,10 +62,20 @@ class SimulatedCharger:
         return task.result()
 
     async def start(self) -> Connector:
+        """Open the simulated board, then boot the firmware on it."""
+        await self.open_hal()
+        return await self.boot()
+
+    async def open_hal(self) -> BoardHal:
+        """Open the simulated board only: the simulators can be set up before the firmware boots."""
         totals = (0.0, 0.0)
         if self.journal is not None:
             totals = self.journal.resume_meter_totals(self.settings.connector_id)
         self.hal = await self.run_until_done(open_board(self.config, self.clock, meter_totals_wh=totals))
+        return self.hal
+
+    async def boot(self) -> Connector:
+        assert self.hal is not None, "open_hal() first"
         if self.before_start is not None:
             self.before_start(self.plant)
         self.connector = Connector(

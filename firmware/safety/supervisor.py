@@ -40,6 +40,7 @@ class Supervisor:
         self.active: dict[FaultCode, ActiveFault] = {}
         self._events: list[FaultEvent] = []
         self._new_emergency = False
+        self.ev_connected = False  # an UNPLUG fault whose condition goes while no EV is there clears
 
     # ------------------------------------------------------------------ inputs
     def condition(self, code: FaultCode, present: bool, now: float, detail: str = "") -> None:
@@ -68,8 +69,12 @@ class Supervisor:
         self.condition(code, True, now, detail)
         self.condition(code, False, now)
 
+    def ev_plugged(self) -> None:
+        self.ev_connected = True
+
     def ev_unplugged(self, now: float) -> None:
         """The pilot reads A: UNPLUG faults whose condition is gone may clear."""
+        self.ev_connected = False
         for fault in list(self.active.values()):
             if not fault.condition_present:
                 fault.unplugged_since_gone = True
@@ -87,7 +92,7 @@ class Supervisor:
         recovery = CATALOGUE[fault.code].recovery
         if fault.condition_present or recovery is Recovery.SERVICE:
             return
-        if recovery is Recovery.UNPLUG and not fault.unplugged_since_gone:
+        if recovery is Recovery.UNPLUG and not fault.unplugged_since_gone and self.ev_connected:
             return
         self._clear(fault, now)
 

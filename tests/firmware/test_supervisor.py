@@ -36,14 +36,24 @@ def test_auto_faults_clear_when_the_condition_goes(code: FaultCode) -> None:
 @pytest.mark.parametrize("code", _codes(Recovery.UNPLUG), ids=lambda c: c.value)
 def test_unplug_faults_need_the_condition_gone_and_then_an_unplug(code: FaultCode) -> None:
     sup = Supervisor()
+    sup.ev_plugged()
     sup.condition(code, True, 1.0)
     sup.ev_unplugged(1.5)  # unplugged while the condition still holds: not enough
+    sup.ev_plugged()
     sup.condition(code, False, 2.0)
     assert code in sup.active
     sup.condition(code, True, 2.5)  # comes back before the unplug
     sup.condition(code, False, 3.0)
     assert code in sup.active
     sup.ev_unplugged(4.0)
+    assert code not in sup.active
+
+
+@pytest.mark.parametrize("code", _codes(Recovery.UNPLUG), ids=lambda c: c.value)
+def test_unplug_faults_clear_when_the_condition_goes_with_no_ev_there(code: FaultCode) -> None:
+    sup = Supervisor()  # no EV connected (pilot A): a fault raised now has no car to re-energise
+    sup.condition(code, True, 1.0)
+    sup.condition(code, False, 2.0)
     assert code not in sup.active
 
 
@@ -76,14 +86,21 @@ def test_reactions_and_the_new_emergency_edge() -> None:
     assert sup.take_new_emergency() is False
 
 
-@given(st.lists(st.tuples(st.sampled_from(list(FaultCode)), st.sampled_from(["on", "off", "unplug"])), max_size=60))
+@given(
+    st.lists(st.tuples(st.sampled_from(list(FaultCode)), st.sampled_from(["on", "off", "unplug", "plug"])), max_size=60)
+)
 def test_an_active_fault_never_clears_against_its_rule(ops: list[tuple[FaultCode, str]]) -> None:
     sup = Supervisor()
     present: dict[FaultCode, bool] = {}
     unplugged_since_gone: dict[FaultCode, bool] = {}
+    connected = False
     for t, (code, op) in enumerate(ops):
         before = set(sup.active)
-        if op == "unplug":
+        if op == "plug":
+            sup.ev_plugged()
+            connected = True
+        elif op == "unplug":
+            connected = False
             sup.ev_unplugged(float(t))
             for c, p in present.items():
                 if not p:
@@ -100,7 +117,8 @@ def test_an_active_fault_never_clears_against_its_rule(ops: list[tuple[FaultCode
         for c in before - set(sup.active):  # cleared by this operation: only as its rule allows
             rule = CATALOGUE[c].recovery
             assert not present[c]
-            assert rule is Recovery.AUTO or (rule is Recovery.UNPLUG and unplugged_since_gone[c])
+            unplug_ok = unplugged_since_gone.get(c, False) or not connected
+            assert rule is Recovery.AUTO or (rule is Recovery.UNPLUG and unplug_ok)
 
 
 # ---------------------------------------------------------------------------------- over-current

@@ -93,3 +93,50 @@ def test_probe_of_a_real_board_without_hardware_fails_cleanly(capsys: pytest.Cap
     assert status == 1
     assert "cannot open" in captured.err
     assert "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("fmt", ["table", "dot", "mermaid"])
+def test_states_prints_and_draws_the_table(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from firmware.iec61851.machine import STATES, transition_rows
+
+    assert main(["states", "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    for state in STATES:
+        assert state in out
+    if fmt == "table":
+        assert len([line for line in out.splitlines() if "->" in line]) == len(transition_rows())
+        assert "offer_allowed" in out
+    elif fmt == "dot":
+        assert out.startswith("digraph connector {") and '"C2" -> "B2"' in out
+    else:
+        assert out.startswith("stateDiagram-v2") and "C2 --> B2: ev_b" in out
+
+
+@pytest.mark.timeout(120)
+def test_demo_runs_a_full_session_and_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    from firmware.demo import run_demo
+
+    assert asyncio.run(run_demo()) == 0
+    out = capsys.readouterr().out
+    for expected in ("B2 -> C2", "limit ems = 16 A", "fault rcd_tripped RAISED", "EVDisconnected", "demo OK"):
+        assert expected in out
+
+
+def test_status_without_a_running_firmware_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--control", str(tmp_path / "none.sock")]) == 1
+    assert "no firmware answering" in capsys.readouterr().err
+
+
+def test_ctl_parameters_must_be_key_value(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ctl", "limit", "sixteen"]) == 2
+    assert "key=value" in capsys.readouterr().err
+
+
+def test_faults_lists_the_catalogue(capsys: pytest.CaptureFixture[str]) -> None:
+    from firmware.safety.faults import FaultCode
+
+    assert main(["faults"]) == 0
+    out = capsys.readouterr().out
+    for code in FaultCode:
+        assert code.value in out
+    assert "contactor_welded  [emergency, recovers: service]" in out
