@@ -59,6 +59,11 @@ T_LOCK_SETTLE = 1.0
 #: A failed RCD self-test is retried every 300 s, at most 6 times, while no EV is connected (OpenEVSE
 #: retries its power-on self-test the same way, anchors.md 6).
 RCD_SELFTEST_RETRY_PERIOD = 300.0
+#: A lock that did not reach its position is driven again: 3 times 2 s apart, then every 30 s (a
+#: jammed actuator must not be driven continuously: it would overheat).
+LOCK_RETRIES = 3
+LOCK_RETRY_PERIOD = 2.0
+LOCK_RETRY_PERIOD_SLOW = 30.0
 RCD_SELFTEST_RETRIES = 6
 
 
@@ -116,6 +121,8 @@ class Connector:
         self.supervisor = Supervisor()
         self.limits = LimitSet(fallback_a=self.settings.fallback_a)
         self.limits.set(Limit(sources.BOARD, cfg.ratings.max_current_a, detail=f"board {cfg.board.name} rating"))
+        # Default deny: nothing is offered before the proximity pilot has said which cable is in.
+        self.limits.set(Limit(sources.CABLE, 0.0, detail="proximity pilot not read yet"))
         self.debouncer = PilotDebouncer(up_s=PILOT_DEBOUNCE_POWER_UP, down_s=PILOT_DEBOUNCE_POWER_DOWN)
         self.overcurrent = OvercurrentCheck()
         self.thermal = ThermalCheck({t.name: (t.derate_from_c, t.trip_c) for t in cfg.temperature})
@@ -142,6 +149,8 @@ class Connector:
         # contactor reaction in it) never waits for the lock.
         self._want_locked = False
         self._lock_wake = asyncio.Event()
+        self._lock_force = False  # re-drive the lock although it is already commanded (a retry)
+        self._lock_retries = 0
 
     # ================================================================== public API
     def authorize(self, id_tag: str | None = None) -> None:
@@ -231,6 +240,8 @@ class Connector:
         self._next_checkpoint = now + CHECKPOINT_PERIOD
         await self._boot_selftest()
         await self._read_pilot_until_stable()
+        await self._check_proximity(self.clock.monotonic())
+        await self._check_meter(self.clock.monotonic())  # a session started at boot needs its meter start
         await self._reconcile()
         await self._evaluate()
         self._running = True
@@ -332,6 +343,7 @@ class Connector:
         while self._running:
             changed = await self._sample_pilot()
             changed |= await self._sample_rcd()
+            changed |= await self._sample_lock()
             deadline = self.machine.next_deadline(self._last_step)
             expiry = self.limits.next_expiry(self._last_step)
             now = self.clock.monotonic()
@@ -347,8 +359,9 @@ class Connector:
             await self._lock_wake.wait()
             self._lock_wake.clear()
             want = self._want_locked
-            if lock.commanded_locked == want:
+            if lock.commanded_locked == want and not self._lock_force:
                 continue
+            self._lock_force = False
             try:
                 await (lock.lock() if want else lock.unlock())
             except HalError as exc:
@@ -365,8 +378,9 @@ class Connector:
             await self._check_coprocessor(now)
             await self._check_converter(now)
             await self._retry_selftest(now)
-            if now >= self._next_meter:
-                self._next_meter = now + METER_PERIOD
+            if now >= self._next_meter - 1e-6:
+                # A fixed grid, not "now + period": the 100 ms ticks would stretch it to 1.1 s.
+                self._next_meter = max(self._next_meter + METER_PERIOD, now)
                 await self._check_meter(now)
             self._checkpoint()
             await self._evaluate()
@@ -393,9 +407,12 @@ class Connector:
         out = self._outputs
         driving_f = out is not None and out.pilot_mode in (PilotMode.F, PilotMode.E)
         if not driving_f and sample.state not in (CpState.INVALID, CpState.F):
+            before = self.debouncer.state
             accepted = self.debouncer.feed(sample.state, now)
             if accepted is not None:
                 changed = True
+                if before is CpState.A:
+                    await self._check_proximity(now)  # the cable rating before the first offer
                 self._on_ev_state(accepted, now)
         # Diode check: only meaningful while our PWM runs (the negative plateau exists).
         if out is not None and out.pilot_mode is PilotMode.PWM and sample.diode_ok is not None:
@@ -439,6 +456,21 @@ class Connector:
                 self.supervisor.condition(code, False, now)
             self.supervisor.ev_unplugged(now)
 
+    async def _sample_lock(self) -> bool:
+        """The contactor may close only on a connector the lock's feedback confirms as locked."""
+        lock = self.hal.lock
+        if lock is None:
+            return False
+        try:
+            feedback = await lock.feedback_locked()
+        except HalError:
+            feedback = False
+        confirmed = lock.commanded_locked if feedback is None else feedback
+        if confirmed == self.machine.inputs.lock_confirmed:
+            return False
+        self.machine.inputs.lock_confirmed = confirmed
+        return True
+
     async def _sample_rcd(self) -> bool:
         now = self.clock.monotonic()
         if self._rcd_selftest_running:
@@ -455,13 +487,26 @@ class Connector:
             pp = await self.hal.proximity.read()
         except HalError as exc:
             self._set_condition(FaultCode.PROXIMITY_INVALID, True, now, str(exc))
+            self._set_cable_limit(0.0, f"proximity unreadable: {exc}")
             return
         self._set_condition(FaultCode.PROXIMITY_INVALID, pp.fault is not None, now, pp.fault or "")
-        if pp.fault is None and pp.ampacity_a is not None and pp.ampacity_a > 0:
-            if self.limits.get(sources.CABLE) is None or self.limits.get(sources.CABLE).current_a != pp.ampacity_a:  # type: ignore[union-attr]
-                self.set_limit(Limit(sources.CABLE, float(pp.ampacity_a), detail="proximity pilot cable coding"))
-        elif pp.fault is not None:
-            self.set_limit(Limit(sources.CABLE, 0.0, detail=f"proximity fault: {pp.fault}"))
+        if pp.fault is not None:
+            self._set_cable_limit(0.0, f"proximity fault: {pp.fault}")
+        elif pp.latch is not None:
+            # Type 1 (SAE J1772): the cable is tethered and PP only tells the latch, not a rating.
+            self._set_cable_limit(None, "")
+        elif not pp.ampacity_a:
+            self._set_cable_limit(0.0, "no cable detected by the proximity pilot")
+        else:
+            self._set_cable_limit(float(pp.ampacity_a), "proximity pilot cable coding")
+
+    def _set_cable_limit(self, amps: float | None, detail: str) -> None:
+        current = self.limits.get(sources.CABLE)
+        if amps is None:
+            if current is not None:
+                self.limits.clear(sources.CABLE)
+        elif current is None or current.current_a != amps or current.detail != detail:
+            self.set_limit(Limit(sources.CABLE, amps, detail=detail))
 
     async def _check_temperatures(self, now: float) -> None:
         if not self.hal.temperatures:
@@ -513,14 +558,32 @@ class Connector:
                     self.supervisor.raise_fault(FaultCode.CONTACTOR_WELDED, now, "mirror closed, coil off")
                 elif not mirror and out.contactor_closed:
                     self.supervisor.raise_fault(FaultCode.CONTACTOR_FAILED_TO_CLOSE, now, "mirror open, coil on")
-        lock_idle = self.hal.lock is not None and self.hal.lock.commanded_locked == self._want_locked
-        if self.hal.lock is not None and lock_idle and now - self._lock_commanded_at >= T_LOCK_SETTLE:
-            try:
-                locked = await self.hal.lock.feedback_locked()
-            except HalError:
-                locked = None
-            if locked is not None and out.locked and not locked:
-                self.supervisor.raise_fault(FaultCode.LOCK_FAILED, now, "lock feedback says unlocked")
+        await self._check_lock(now)
+
+    async def _check_lock(self, now: float) -> None:
+        lock = self.hal.lock
+        if lock is None or lock.commanded_locked != self._want_locked:
+            return  # no lock, or the worker is still moving it
+        if now - self._lock_commanded_at < T_LOCK_SETTLE:
+            return
+        try:
+            feedback = await lock.feedback_locked()
+        except HalError:
+            feedback = None
+        if feedback is None:
+            return
+        mismatch = feedback != self._want_locked
+        wanted = "locked" if self._want_locked else "unlocked"
+        self._set_condition(FaultCode.LOCK_FAILED, mismatch, now, f"commanded {wanted}, feedback disagrees")
+        if not mismatch:
+            self._lock_retries = 0
+        elif now - self._lock_commanded_at >= (
+            LOCK_RETRY_PERIOD if self._lock_retries < LOCK_RETRIES else LOCK_RETRY_PERIOD_SLOW
+        ):
+            self._lock_retries += 1
+            self._lock_force = True
+            self._lock_commanded_at = now
+            self._lock_wake.set()
 
     async def _check_coprocessor(self, now: float) -> None:
         link = self.hal.mcu

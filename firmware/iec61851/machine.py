@@ -128,6 +128,7 @@ class Inputs:
     new_emergency: bool = False  # an EMERGENCY fault was raised since the last step: go to F
     stop: bool = False  # a STOP fault is active: no offer
     ventilation_available: bool = False
+    lock_confirmed: bool = True  # the lock's feedback says locked (True on boards with no lock feedback)
     current_a: float = 0.0  # highest measured phase current
 
 
@@ -332,8 +333,9 @@ class ConnectorMachine:
         if i.emergency:
             return False
         if self.state == "C2" or (self.state == "D2" and i.ventilation_available):
-            # Close only with a verified diode (IEC 61851-1 Table A.4: checked before closing).
-            return i.diode_ok is True
+            # Close only with a verified diode (IEC 61851-1 Table A.4: checked before closing) and a
+            # connector confirmed locked (IEC 61851-1 D.6.5: no power on an unlocked socket).
+            return i.diode_ok is True and i.lock_confirmed
         under_load_window = self.state == "C1" or (self.state == "D1" and i.ventilation_available)
         if under_load_window and self.contactor_closed and self._t.withdrawn_at is not None:
             # Sequence 10.2: give the EV up to 6 s to stop drawing current, then open under load.

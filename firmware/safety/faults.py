@@ -121,9 +121,11 @@ _CATALOGUE = (
     FaultSpec(FaultCode.HEARTBEAT_LOST, Reaction.EMERGENCY, Recovery.AUTO,
               "the co-processor reports that it lost the Pi's heartbeat and went fail-safe",
               "heartbeats flow again and the co-processor flag is cleared"),
-    FaultSpec(FaultCode.LOCK_FAILED, Reaction.STOP, Recovery.UNPLUG,
-              "the connector lock feedback does not reach the commanded position",
-              "EV unplugged"),
+    FaultSpec(FaultCode.LOCK_FAILED, Reaction.STOP, Recovery.AUTO,
+              "the connector lock feedback does not reach the commanded position (locked or unlocked) "
+              "within 1 s; the move is retried 3 times 2 s apart, then every 30 s",
+              "the feedback follows the command again (an unlock failure must be able to clear: the "
+              "cable cannot be unplugged while it lasts)"),
 )  # fmt: skip
 
 CATALOGUE: dict[FaultCode, FaultSpec] = {spec.code: spec for spec in _CATALOGUE}

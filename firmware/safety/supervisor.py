@@ -145,7 +145,8 @@ class OvercurrentCheck:
             return False, hard
         if self._over_since is None:
             self._over_since = now
-        return now - self._over_since >= SOFT_OVERCURRENT_TIME_S, hard
+        # 1 µs of slack: readings on a 1 s grid must trip at the 7th, not miss it by float rounding.
+        return now - self._over_since >= SOFT_OVERCURRENT_TIME_S - 1e-6, hard
 
 
 # ------------------------------------------------------------------------------ thermal
@@ -189,11 +190,11 @@ class ThermalCheck:
             if wanted < current:
                 current = wanted
             else:
-                # Step back up only with hysteresis below the threshold of the step we are in.
-                for factor, threshold in ((0.0, trip), (THERMAL_QUARTER, middle), (THERMAL_HALF, derate)):
-                    if current == factor and temp < threshold - THERMAL_HYSTERESIS_C:
-                        current = wanted if wanted > current else current
-                        break
+                # Step back up one level at a time, each only 3 °C below its own threshold.
+                for factor, threshold, up in ((0.0, trip, THERMAL_QUARTER), (THERMAL_QUARTER, middle, THERMAL_HALF),
+                                              (THERMAL_HALF, derate, 1.0)):  # fmt: skip
+                    if current == factor and temp < threshold - THERMAL_HYSTERESIS_C and up <= wanted:
+                        current = up
             self._factor[name] = current
             if current < worst.factor or not worst.hottest:
                 worst = ThermalVerdict(current, name, temp)
