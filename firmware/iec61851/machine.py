@@ -43,6 +43,14 @@ from hal.types import PilotMode
 #: After the F hold the EVSE drives X1 again and must re-read the EV before leaving F: the slowest
 #: pilot debounce plus two samples.
 T_REREAD_AFTER_F = PILOT_DEBOUNCE_POWER_UP + 2 * PILOT_SAMPLE_PERIOD
+#: Timers compare ``now >= start + duration - EPS``, the same sum next_deadline() announces, so that
+#: stepping exactly at an announced deadline always acts (no float rounding of ``now - start``).
+EPS = 1e-9
+
+
+def _due(start: float, duration: float, now: float) -> bool:
+    return now >= start + duration - EPS
+
 
 # ----------------------------------------------------------------------------------------- states
 STATES: tuple[str, ...] = ("A1", "A2", "B1", "B2", "C1", "C2", "D1", "D2", "E", "F", "WAKEUP")
@@ -87,7 +95,7 @@ def _transition_table() -> list[dict[str, Any]]:
         table.append({"trigger": "withdraw", "source": f"{letter}2", "dest": f"{letter}1"})
     table.append({"trigger": "withdraw", "source": "A2", "dest": "A1"})
     # Any emergency fault: state F from everywhere (F itself included: the hold time restarts).
-    table.append({"trigger": "fault", "source": [s for s in STATES if s != "F"], "dest": "F"})
+    table.append({"trigger": "fault", "source": list(STATES), "dest": "F"})
     # Leaving F once the fault is gone, F was held 300 ms and the pilot was re-read in X1.
     for letter in _LETTERS:
         table.append(
@@ -199,7 +207,7 @@ class ConnectorMachine:
     def _reread(self, state: CpState) -> bool:
         """Leaving F: -12 V was held 300 ms, X1 has been driven long enough to re-read the EV."""
         f_entered = self._t.f_entered if self._t.f_entered is not None else self._now
-        return self._now - f_entered >= T_STATE_F_AFTER_FAULT + T_REREAD_AFTER_F and self.inputs.ev == state
+        return _due(f_entered, T_STATE_F_AFTER_FAULT + T_REREAD_AFTER_F, self._now) and self.inputs.ev == state
 
     def ev_reads_a(self, _event: Any = None) -> bool:
         return self._reread(CpState.A)
@@ -261,10 +269,10 @@ class ConnectorMachine:
             self.offer()
         # Timers.
         if self.state == "B2" and not self._t.wakeup_done and self._t.offered_in_b2_at is not None:
-            if now - self._t.offered_in_b2_at >= T_LEGACY_WAKEUP:
+            if _due(self._t.offered_in_b2_at, T_LEGACY_WAKEUP, now):
                 self._t.wakeup_done = True
                 self.wake_up()
-        if self.state == "WAKEUP" and now - self._t.entered >= T_STEP_EF + T_STAY_X1_AFTER_STEP_EF:
+        if self.state == "WAKEUP" and _due(self._t.entered, T_STEP_EF + T_STAY_X1_AFTER_STEP_EF, now):
             self.wake_done()
 
     def next_deadline(self, now: float) -> float | None:
@@ -303,17 +311,17 @@ class ConnectorMachine:
             # Reductions at once (safety); increases at most every 5 s (IEC 61851-1, EVerest
             # IEC_PWM_MAX_UPDATE_INTERVAL). A fresh offer starts at the target.
             if target != self.duty_permille and (
-                not rising or now - self._t.duty_changed_at >= T_PWM_MIN_UPDATE_INTERVAL
+                not rising or _due(self._t.duty_changed_at, T_PWM_MIN_UPDATE_INTERVAL, now)
             ):
                 self.duty_permille = target
                 self._t.duty_changed_at = now
             mode = PilotMode.PWM
         elif state == "F":
             # -12 V for the hold, then X1 so that the EV's state can be re-read (CX -> F -> C1/B1).
-            held = now - (self._t.f_entered if self._t.f_entered is not None else now) >= T_STATE_F_AFTER_FAULT
+            held = _due(self._t.f_entered if self._t.f_entered is not None else now, T_STATE_F_AFTER_FAULT, now)
             mode, self.duty_permille = (PilotMode.X1 if held else PilotMode.F), 0
         elif state == "WAKEUP":
-            in_pulse = now - self._t.entered < T_STEP_EF
+            in_pulse = not _due(self._t.entered, T_STEP_EF, now)
             pulse = PilotMode.E if self.supports_state_e else PilotMode.F
             mode, self.duty_permille = (pulse if in_pulse else PilotMode.X1), 0
         else:
@@ -339,8 +347,8 @@ class ConnectorMachine:
         under_load_window = self.state == "C1" or (self.state == "D1" and i.ventilation_available)
         if under_load_window and self.contactor_closed and self._t.withdrawn_at is not None:
             # Sequence 10.2: give the EV up to 6 s to stop drawing current, then open under load.
-            waited = now - self._t.withdrawn_at
-            if i.current_a >= I_OPEN_WITHOUT_WAIT_A and waited < T_POWER_OFF_UNDER_LOAD_C1:
+            window_open = not _due(self._t.withdrawn_at, T_POWER_OFF_UNDER_LOAD_C1, now)
+            if i.current_a >= I_OPEN_WITHOUT_WAIT_A and window_open:
                 return True
         self._t.withdrawn_at = None
         return False

@@ -34,7 +34,7 @@ def duty_for_current(current_a: float) -> int | None:
     if not math.isfinite(current_a) or current_a < MIN_OFFER_A:
         return None
     amps = min(current_a, MAX_OFFER_A)
-    if amps < HIGH_BAND_MIN_A:
+    if amps < HIGH_BAND_MIN_A - 1e-9:  # 1e-9: a current decoded from 85.1 % may land a hair below
         amps = min(amps, LOW_BAND_MAX_A)
         # +1e-9: 6 A / 0.6 must give exactly 100, not 99 through float rounding.
         return math.floor(amps / 0.6 * 10 + 1e-9)

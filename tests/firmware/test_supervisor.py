@@ -158,9 +158,10 @@ def test_current_with_nothing_offered_counts_against_zero() -> None:
         ([68.0], 0.25),
         ([71.0], 0.0),
         ([65.0, 68.0, 71.0], 0.0),  # rising through every step
-        ([71.0, 69.0, 66.0], 0.5),  # falling: 3 °C below the trip, back to the step it is in
+        ([71.0, 69.0, 66.0], 0.25),  # falling: 3 °C below the trip, up one step (quarter)
         ([71.0, 68.5], 0.0),  # not 3 °C below the trip yet
-        ([71.0, 67.9], 0.5),  # 3 °C below the trip: back to the step the temperature is in
+        ([71.0, 67.9], 0.25),  # 3 °C below the trip: up one step only
+        ([71.0, 67.9, 64.9], 0.5),  # 3 °C below the middle step: up one more
         ([66.0, 63.0], 0.5),  # derated: stays until 3 °C below 65
         ([66.0, 61.9], 1.0),
     ],

@@ -469,7 +469,9 @@ def test_corrupted_event_is_dropped_and_counted_as_lost() -> None:
             assert r.link.status is not None and r.link.status.cp_state is CpState.A  # not accepted
             r.plant.ev_state = "C"  # pushed intact
             await eventually(lambda: r.link.status and r.link.status.cp_state is CpState.C, "push")
-            assert r.link.stats.events == events_before + 1
+            # The co-processor also pushes every 50 ms, so more intact events may have arrived under load;
+            # exactly one was lost: the corrupted one.
+            assert r.link.stats.events >= events_before + 1
             assert r.link.stats.events_lost == 1
 
     asyncio.run(main())
