@@ -90,13 +90,10 @@ def classify(reading: PilotReading) -> PilotSample:
     """Classify one pilot reading by its positive plateau; judge the diode by its negative one."""
     high = reading.high_v
     state = CpState.INVALID
-    if high < -12.0 + WINDOW_V and high > -12.0 - WINDOW_V:
-        state = CpState.F
-    else:
-        for candidate, nominal in _NOMINAL_V:
-            if abs(high - nominal) <= WINDOW_V:
-                state = candidate
-                break
+    for candidate, nominal in (*_NOMINAL_V, (CpState.F, -12.0)):
+        if abs(high - nominal) <= WINDOW_V:  # every window includes its edges
+            state = candidate
+            break
     diode_ok: bool | None = None
     if reading.low_v is not None and state in (CpState.B, CpState.C, CpState.D):
         diode_ok = reading.low_v <= DIODE_LOW_MAX_V
