@@ -310,10 +310,13 @@ class CoprocessorSim:
 
     def _mirror(self) -> bool:
         if self.plant.contactor_welded:
-            return True
-        if self.plant.contactor_stuck_open:
-            return False
-        return self._coil
+            closed = True
+        elif self.plant.contactor_stuck_open:
+            closed = False
+        else:
+            closed = self._coil
+        self.plant.contacts_closed = closed
+        return closed
 
     def _flags(self, levels: tuple[int, int | None, CpState]) -> ErrorFlag:
         """Latched flags plus the live ones judged from the pilot ``levels`` (see :meth:`_levels`)."""

@@ -148,6 +148,7 @@ class ContactorWiring:
             self.contacts_closed = False
         elif now - self._coil_since >= self.close_delay_s:
             self.contacts_closed = self._coil
+        self._plant.contacts_closed = self.contacts_closed
         if self._mirror_pin is not None:
             level = self.contacts_closed == self._mirror_active_high
             _drive_input(self._factory, self._mirror_pin, level)

@@ -58,6 +58,7 @@ class Plant:
     # --- contactor physics
     contactor_welded: bool = False
     contactor_stuck_open: bool = False
+    contacts_closed: bool = False  # the main contacts as they physically are (set by the contactor simulator)
     # --- RCD / temperatures / insulation
     residual_current_ma: float = 0.0
     temperatures_c: dict[str, float] = field(default_factory=dict)
