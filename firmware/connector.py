@@ -142,6 +142,8 @@ class Connector:
         self._history_seen = 0
         self._tasks: list[Any] = []
         self._running = False
+        self._dirty = False
+        self._expired_announced: set[tuple[str, float | None]] = set()
         self._selftest_at = -math.inf
         self._selftest_retries = 0
         self._rcd_selftest_running = False
@@ -153,30 +155,39 @@ class Connector:
         self._lock_retries = 0
 
     # ================================================================== public API
+    # Every command marks the connector dirty: the pilot loop steps the machine at its next tick
+    # (within 10 ms) instead of waiting for the next supervision round.
     def authorize(self, id_tag: str | None = None) -> None:
         self.machine.inputs.authorized = True
         self.id_tag = id_tag
+        self._dirty = True
 
     def deauthorize(self) -> None:
         self.machine.inputs.authorized = self.settings.free_charging
+        self._dirty = True
 
     def pause(self) -> None:
         self.machine.inputs.paused = True
+        self._dirty = True
 
     def resume(self) -> None:
         self.machine.inputs.paused = False
+        self._dirty = True
 
     def set_hlc(self, required: bool) -> None:
         self.machine.inputs.hlc = required
+        self._dirty = True
 
     def set_limit(self, limit: Limit) -> None:
         self.limits.set(limit)
+        self._dirty = True
         self._emit(
             "limit", {"source": limit.source, "value": limit.current_a, "unit": "A", "expires_at": limit.expires_at}
         )
 
     def clear_limit(self, source: str) -> None:
         self.limits.clear(source)
+        self._dirty = True
 
     def service_clear(self, code: FaultCode) -> bool:
         return self.supervisor.service_clear(code, self.clock.monotonic())
@@ -348,7 +359,8 @@ class Connector:
             expiry = self.limits.next_expiry(self._last_step)
             now = self.clock.monotonic()
             due = any(t is not None and now >= t for t in (deadline, expiry))
-            if changed or due:
+            if changed or due or self._dirty:
+                self._dirty = False
                 await self._evaluate()
             await self.clock.sleep(PILOT_SAMPLE_PERIOD)
 
@@ -437,7 +449,7 @@ class Connector:
 
     def _on_ev_state(self, state: CpState, now: float) -> None:
         self.machine.inputs.ev = state
-        self._emit("pilot", {"ev": state.value})
+        self._emit("pilot", {"state": state.value})
         self._set_condition(FaultCode.PILOT_SHORT, state is CpState.E, now, "pilot at 0 V")
         ventilation_missing = state is CpState.D and not self.machine.inputs.ventilation_available
         self._set_condition(FaultCode.VENTILATION_NOT_AVAILABLE, ventilation_missing, now, "EV in D")
@@ -661,7 +673,16 @@ class Connector:
         now = self.clock.monotonic()
         self._last_step = now
         i = self.machine.inputs
-        i.effective_a = self.limits.effective(now).current_a
+        effective = self.limits.effective(now)
+        i.effective_a = effective.current_a
+        for link in effective.chain:
+            key = (link.limit.source, link.limit.expires_at)
+            if link.expired and key not in self._expired_announced:
+                # An external limit ran out: say so, with the fallback that replaces it.
+                self._expired_announced.add(key)
+                self._emit(
+                    "limit", {"source": link.limit.source, "value": link.current_a, "unit": "A", "expired": True}
+                )
         i.emergency = self.supervisor.emergency
         if self.supervisor.take_new_emergency():
             i.new_emergency = True

@@ -19,7 +19,7 @@ from board.build import BoardHal, open_board
 from board.loader import load_board
 from firmware.connector import Connector, ConnectorSettings, EventSink
 from firmware.journal import Journal
-from hal.clock import VirtualClock
+from hal.clock import RealClock, VirtualClock
 from hal.sim.plant import Plant
 
 T = TypeVar("T")
@@ -37,13 +37,18 @@ class SimulatedCharger:
         settings: ConnectorSettings | None = None,
         on_event: EventSink | None = None,
         before_start: Callable[[Plant], None] | None = None,
+        clock: VirtualClock | RealClock | None = None,
+        journal_wall_clock: Callable[[], float] | None = None,
     ) -> None:
         self.config = load_board(board)
         self.before_start = before_start  # sets the plant up before the firmware boots (an EV already plugged)
         if not self.config.board.simulated:
             raise ValueError(f"{self.config.board.name} is not a simulated board")
-        self.clock = VirtualClock()
-        self.journal = Journal(journal_path) if journal_path is not None else None
+        # Several chargers of one site share a clock; RealClock runs the same rig in real time.
+        self.clock = clock if clock is not None else VirtualClock()
+        # The journal stamps sessions with wall-clock time; a rig may pass scenario time instead.
+        wall = {"wall_clock": journal_wall_clock} if journal_wall_clock is not None else {}
+        self.journal = Journal(journal_path, **wall) if journal_path is not None else None
         self.settings = settings or ConnectorSettings()
         self.on_event = on_event
         self.hal: BoardHal | None = None
@@ -57,6 +62,8 @@ class SimulatedCharger:
     async def run_until_done(self, awaitable: Awaitable[T]) -> T:
         """Await something that sleeps on the virtual clock, moving time until it completes."""
         task: asyncio.Task[T] = asyncio.ensure_future(awaitable)
+        if not isinstance(self.clock, VirtualClock):
+            return await task
         while not task.done():
             await self.clock.advance(PUMP_STEP_S)
         return task.result()
@@ -85,7 +92,10 @@ class SimulatedCharger:
         return self.connector
 
     async def advance(self, seconds: float) -> None:
-        await self.clock.advance(seconds)
+        if isinstance(self.clock, VirtualClock):
+            await self.clock.advance(seconds)
+        else:
+            await self.clock.sleep(seconds)
 
     async def close(self) -> None:
         if self.connector is not None:

@@ -12,7 +12,7 @@ moment goes to B (it stops charging), and the benchmark records:
 * ``t_plant``: the plant changed to B;
 * ``t_report``: the first HAL pilot read that classified as B;
 * ``t_confirm``: the read that completed the 20 ms power-down debounce (the last read before the
-  connector emitted ``pilot {"ev": "B"}``);
+  connector emitted ``pilot {"state": "B"}``);
 * ``t_open``: ``contactor.open()`` was called.
 
 It runs the cycles twice, with the loop busy and with it idle (the reference), and prints median,
@@ -408,7 +408,7 @@ class Probe:
         self.confirm: tuple[float, CpState] | None = None
 
     def on_event(self, kind: str, data: dict[str, Any]) -> None:
-        if kind == "pilot" and data.get("ev") == CpState.B.value and self._sense.reads:
+        if kind == "pilot" and data.get("state") == CpState.B.value and self._sense.reads:
             self.confirm = self._sense.reads[-1]
 
 

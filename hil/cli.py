@@ -1,0 +1,129 @@
+"""``evse-hil``: run and validate HIL scenarios (docs/hil-formats.md).
+
+evse-hil run SCENARIO.yaml [--out DIR] [--realtime] [--quiet]
+evse-hil validate SCENARIO.yaml ...
+evse-hil list
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from hil.scenario import ScenarioError, load_scenario
+
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+
+_LIVE = ("state", "contactor", "fault", "session", "action", "limit")
+
+
+def resolve_scenario(name: str) -> Path:
+    path = Path(name)
+    if path.exists() or path.suffix in (".yaml", ".yml"):
+        return path
+    return SCENARIO_DIR / f"{name}.yaml"
+
+
+def live_line(record: dict[str, Any]) -> str | None:
+    """One line of the live timeline for the records a person wants to follow."""
+    kind = record["ev"]
+    if kind not in _LIVE:
+        return None
+    t = record["t"]
+    clock = f"{int(t // 3600):d}:{int(t % 3600 // 60):02d}:{t % 60:06.3f}"
+    body = {k: v for k, v in record.items() if k not in ("t", "src", "ev")}
+    if kind == "state":
+        text = f"{body['from']} -> {body['to']} ({body['trigger']})"
+    elif kind == "contactor":
+        text = "contactor " + ("CLOSED" if body.get("closed") else "OPEN")
+    elif kind == "fault":
+        text = f"fault {body.get('code')} {'RAISED' if body.get('raised') else 'cleared'}"
+    elif kind == "session":
+        text = f"session {body.get('action')} {str(body.get('id'))[:8]} {body.get('reason') or ''}".rstrip()
+    elif kind == "limit":
+        text = f"limit {body.get('source')} = {body.get('value'):g} A"
+    else:
+        text = "action " + " ".join(f"{k}={v}" for k, v in body.items())
+    return f"{clock}  {record['src']:<11} {text}"
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from hil.runner import run_scenario
+
+    path = resolve_scenario(args.scenario)
+    try:
+        scenario = load_scenario(path)
+    except ScenarioError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path("hil-out") / scenario.name
+
+    def on_line(record: dict[str, Any]) -> None:
+        line = live_line(record)
+        if line and not args.quiet:
+            print(line, flush=True)
+
+    result = asyncio.run(run_scenario(scenario, path.parent, out, realtime=args.realtime, on_line=on_line))
+    print()
+    for check in result.checks:
+        print(f"  {'PASS' if check.passed else 'FAIL'}  {check.check}: {check.evidence}")
+    s = result.summary
+    print(f"\n{scenario.name}: {'PASSED' if result.passed else 'FAILED'}; {s['duration_s']:g} s simulated in "
+          f"{s['wall_s']:.1f} s ({s['speedup']}x); outputs in {out}/")  # fmt: skip
+    return 0 if result.passed else 1
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    status = 0
+    for item in args.scenarios:
+        path = resolve_scenario(item)
+        try:
+            scenario = load_scenario(path)
+            print(f"{path}: OK ({scenario.name}, {scenario.duration:g} s, {len(scenario.expect)} checks)")
+        except ScenarioError as exc:
+            print(exc, file=sys.stderr)
+            status = 1
+    return status
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    for path in sorted(SCENARIO_DIR.glob("*.yaml")):
+        try:
+            scenario = load_scenario(path)
+            print(f"{scenario.name:<34} {scenario.description}")
+        except ScenarioError as exc:
+            print(f"{path.stem:<34} BROKEN: {exc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evse-hil", description="HIL rig: scenarios against the firmware")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run a scenario")
+    p.add_argument("scenario", help="a scenario file, or the name of a shipped scenario")
+    p.add_argument("--out", help="output directory (default hil-out/<name>)")
+    p.add_argument("--realtime", action="store_true", help="run in real time instead of virtual time")
+    p.add_argument("--quiet", action="store_true", help="no live timeline")
+    p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("validate", help="check scenario files")
+    p.add_argument("scenarios", nargs="+")
+    p.set_defaults(func=_cmd_validate)
+    p = sub.add_parser("list", help="the shipped scenarios")
+    p.set_defaults(func=_cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

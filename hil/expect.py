@@ -1,0 +1,281 @@
+"""Expectations: the small vocabulary of checks a scenario states (docs/hil-formats.md), evaluated on
+the trace after the run. Each check returns pass/fail with the evidence that decided it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from firmware.iec61851.pilot import current_for_duty
+from firmware.safety.faults import CATALOGUE, FaultCode, Reaction
+from hil.scenario import CheckSpec, Scenario
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: str
+    params: dict[str, Any]
+    passed: bool
+    evidence: str
+
+
+@dataclass
+class RunFacts:
+    """What the checks read besides the trace."""
+
+    scenario: Scenario
+    records: list[dict[str, Any]]
+    sessions: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # connector -> journal rows
+    ev_connector: dict[str, int] = field(default_factory=dict)
+
+    def of(self, src: str, ev: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["src"] == src and r["ev"] == ev]
+
+
+def evaluate(spec: CheckSpec, facts: RunFacts) -> CheckResult:
+    params = spec.model_dump(exclude_none=True, exclude_defaults=True)
+    params.pop("check", None)
+    try:
+        passed, evidence = _CHECKS[spec.check](spec, facts)
+    except Exception as exc:  # a check that cannot be evaluated is a failed check, with the reason
+        passed, evidence = False, f"could not evaluate: {exc!r}"
+    return CheckResult(spec.check, params, passed, evidence)
+
+
+def _src(spec: CheckSpec) -> str:
+    return f"connector{spec.connector}"
+
+
+# ------------------------------------------------------------------------------------------ contactor
+def _opens(facts: RunFacts, src: str) -> list[float]:
+    return [r["t"] for r in facts.of(src, "contactor") if r.get("closed") is False]
+
+
+def _closed_at(facts: RunFacts, src: str, t: float) -> bool:
+    closed = False
+    for r in facts.of(src, "contactor"):
+        if r["t"] > t:
+            break
+        closed = bool(r.get("closed"))
+    return closed
+
+
+def _trigger_times(spec: CheckSpec, facts: RunFacts) -> list[float]:
+    src = _src(spec)
+    evs = [ev for ev, c in facts.ev_connector.items() if c == spec.connector]
+    if spec.after == "unplug":
+        return [
+            r["t"]
+            for r in facts.records
+            if r["ev"] == "action" and r.get("action") == "unplug" and r.get("ev_id") in evs
+        ]
+    if spec.after == "ev_stop":
+        out, previous = [], {ev: "A" for ev in evs}
+        for r in facts.records:
+            if r["ev"] == "ev_state" and r["src"] in evs:
+                if previous[r["src"]] in ("C", "D") and r.get("state") == "B":
+                    out.append(r["t"])
+                previous[r["src"]] = r.get("state", "A")
+        return out
+    if spec.after == "fault":
+        return [
+            r["t"] for r in facts.of(src, "fault") if r.get("raised") and _reaction(r.get("code")) is Reaction.EMERGENCY
+        ]
+    return [
+        r["t"]
+        for r in facts.records
+        if r["ev"] == "action" and r.get("action") == "pause" and r.get("connector", 1) == spec.connector
+    ]
+
+
+def _reaction(code: Any) -> Reaction | None:
+    try:
+        return CATALOGUE[FaultCode(code)].reaction
+    except ValueError:
+        return None
+
+
+def _contactor_opens_within(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    assert spec.within_ms is not None
+    src, limit = _src(spec), spec.within_ms / 1000
+    worst, n, failures = 0.0, 0, []
+    for t in _trigger_times(spec, facts):
+        if not _closed_at(facts, src, t - 1e-9):
+            continue  # the contactor was already open
+        n += 1
+        after = [o for o in _opens(facts, src) if o >= t - 1e-9]
+        latency = (after[0] - t) if after else float("inf")
+        worst = max(worst, latency)
+        if latency > limit + 1e-9:
+            failures.append(f"t={t:.3f}: {'never opened' if not after else f'{latency * 1000:.0f} ms'}")
+    if n == 0:
+        return False, f"no '{spec.after}' happened while the contactor was closed: nothing to check"
+    if failures:
+        return False, f"{len(failures)} of {n} too slow (limit {spec.within_ms:g} ms): " + "; ".join(failures[:5])
+    return True, f"{n} x '{spec.after}': opened within {worst * 1000:.1f} ms at worst (limit {spec.within_ms:g} ms)"
+
+
+def _authorised_intervals(facts: RunFacts, connector: int) -> list[float]:
+    return [
+        r["t"]
+        for r in facts.records
+        if r["ev"] == "action" and r.get("action") == "authorize" and r.get("connector", 1) == connector
+    ]
+
+
+def _contactor_never_closed_without(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    src = _src(spec)
+    closes = [r["t"] for r in facts.of(src, "contactor") if r.get("closed") is True]
+    if spec.condition == "authorisation":
+        if facts.scenario.settings.free_charging:
+            return False, "the scenario uses free charging: there is no authorisation to check"
+        auth = _authorised_intervals(facts, spec.connector)
+        early = [t for t in closes if not any(a <= t for a in auth)]
+        if early:
+            return False, f"closed before any authorisation at t={early[0]:.3f}"
+        return True, f"{len(closes)} closes, all after an authorisation"
+    offers = [r["t"] for r in facts.of(src, "pilot") if r.get("pwm")]
+    early = [t for t in closes if not any(o <= t for o in offers)]
+    if early:
+        return False, f"closed at t={early[0]:.3f} before any PWM offer (the diode is checked under PWM)"
+    return True, f"{len(closes)} closes, each after a PWM offer in which the diode was checked"
+
+
+# ------------------------------------------------------------------------------------------ site and energy
+def _site_power_below_grid_limit(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    records = facts.of("site", "site_power")
+    if not records or records[0].get("limit_W") is None:
+        return False, "no grid limit in the scenario's site"
+    longest, start, peak = 0.0, None, max(r["W"] for r in records)
+    for r in records:
+        over = r["W"] > r["limit_W"] + 1e-6
+        if over and start is None:
+            start = r["t"]
+        if not over and start is not None:
+            longest, start = max(longest, r["t"] - start), None
+    if start is not None:
+        longest = max(longest, records[-1]["t"] - start)
+    limit = records[0]["limit_W"]
+    if longest > spec.tolerance_s:
+        return (
+            False,
+            f"above {limit / 1000:g} kW for {longest:.1f} s (tolerance {spec.tolerance_s:g} s); "
+            f"peak {peak / 1000:.2f} kW",
+        )
+    return True, f"peak {peak / 1000:.2f} kW; longest excursion {longest:.1f} s (tolerance {spec.tolerance_s:g} s)"
+
+
+def _session_energy(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    connector = facts.ev_connector[spec.ev or ""]
+    sessions = facts.sessions.get(connector, [])
+    kwh = sum(s["energy_wh"] for s in sessions) / 1000
+    low = spec.min_kwh if spec.min_kwh is not None else 0.0
+    high = spec.max_kwh if spec.max_kwh is not None else float("inf")
+    ok = low <= kwh <= high and bool(sessions)
+    return ok, f"{kwh:.3f} kWh in {len(sessions)} session(s); expected {low:g}..{high:g} kWh"
+
+
+def _ev_soc_at_least(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    records = facts.of(spec.ev or "", "soc")
+    if spec.by is not None:
+        records = [r for r in records if r["t"] <= spec.by + 1e-9]
+    best = max((r["soc"] for r in records), default=None)
+    if best is None:
+        return False, "no SoC recorded"
+    by = f" by t={spec.by:g} s" if spec.by is not None else ""
+    return best >= (spec.soc or 0) - 1e-9, f"highest SoC{by}: {best:.3f} (expected >= {spec.soc:g})"
+
+
+# ------------------------------------------------------------------------------------------ faults and states
+def _fault_raised(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    times = [r["t"] for r in facts.records if r["ev"] == "fault" and r.get("code") == spec.code and r.get("raised")]
+    if times:
+        return True, f"{spec.code} raised at t={times[0]:.3f}" + (
+            f" (+{len(times) - 1} more)" if len(times) > 1 else ""
+        )
+    return False, f"{spec.code} never raised"
+
+
+def _fault_not_raised(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    ok, evidence = _fault_raised(spec, facts)
+    return not ok, evidence
+
+
+def _state_reached(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    after = spec.after_s or 0.0
+    hits = [r["t"] for r in facts.of(_src(spec), "state") if r.get("to") == spec.state and r["t"] >= after - 1e-9]
+    if not hits:
+        return False, f"never reached {spec.state} after t={after:g}"
+    if spec.within_s is not None and hits[0] - after > spec.within_s + 1e-9:
+        return (
+            False,
+            f"reached {spec.state} at t={hits[0]:.3f}, {hits[0] - after:.3f} s after t={after:g} "
+            f"(limit {spec.within_s:g} s)",
+        )
+    return True, f"reached {spec.state} at t={hits[0]:.3f}"
+
+
+def _duty_at_most(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    lo, hi = spec.from_s or 0.0, spec.to_s if spec.to_s is not None else float("inf")
+    worst, in_force = 0.0, None
+    for r in facts.of(_src(spec), "pilot"):
+        if r["t"] < lo - 1e-9:
+            in_force = r  # the pilot as it stands when the window opens
+            continue
+        if r["t"] > hi + 1e-9:
+            break
+        if in_force is not None:
+            worst = max(worst, _offer_a(in_force))
+            in_force = None
+        worst = max(worst, _offer_a(r))
+    if in_force is not None:
+        worst = max(worst, _offer_a(in_force))
+    ok = worst <= (spec.amps or 0.0) + 1e-6
+    return ok, f"highest offer {worst:.2f} A in t={lo:g}..{hi:g} (limit {spec.amps:g} A)"
+
+
+def _offer_a(record: dict[str, Any]) -> float:
+    return current_for_duty(round(record.get("duty_pct", 0.0) * 10)) if record.get("pwm") else 0.0
+
+
+def _no_offer_while(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    src = _src(spec)
+    if spec.condition == "unauthorised":
+        if facts.scenario.settings.free_charging:
+            return False, "the scenario uses free charging: there is no authorisation to check"
+        auth = _authorised_intervals(facts, spec.connector)
+        offers = [r["t"] for r in facts.of(src, "pilot") if r.get("pwm") and not any(a <= r["t"] for a in auth)]
+        return (
+            not offers,
+            "no offer before authorisation" if not offers else f"offer at t={offers[0]:.3f} before authorisation",
+        )
+    active: set[str] = set()
+    for r in facts.records:
+        if r["src"] != src:
+            continue
+        if r["ev"] == "fault" and _reaction(r.get("code")) in (Reaction.EMERGENCY, Reaction.STOP):
+            (active.add if r.get("raised") else active.discard)(r["code"])
+        if r["ev"] == "pilot" and r.get("pwm") and active:
+            return False, f"PWM offer at t={r['t']:.3f} while {', '.join(sorted(active))} active"
+    return True, "no offer while an emergency or stop fault was active"
+
+
+def _sessions(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    sessions = facts.sessions.get(spec.connector, [])
+    return len(sessions) == spec.count, f"{len(sessions)} session(s) in the journal (expected {spec.count})"
+
+
+_CHECKS: dict[str, Callable[[CheckSpec, RunFacts], tuple[bool, str]]] = {
+    "contactor_opens_within": _contactor_opens_within,
+    "contactor_never_closed_without": _contactor_never_closed_without,
+    "site_power_below_grid_limit": _site_power_below_grid_limit,
+    "session_energy": _session_energy,
+    "ev_soc_at_least": _ev_soc_at_least,
+    "fault_raised": _fault_raised,
+    "fault_not_raised": _fault_not_raised,
+    "state_reached": _state_reached,
+    "duty_at_most": _duty_at_most,
+    "no_offer_while": _no_offer_while,
+    "sessions": _sessions,
+}

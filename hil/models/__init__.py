@@ -1,0 +1,1 @@
+"""Models of what sits around a simulated board: the vehicles it charges."""

@@ -1,0 +1,450 @@
+"""The scenario runner: the real firmware on the scenario's (simulated) boards, against simulated EVs
+and a simulated site, in virtual time by default or in real time.
+
+Connector ``n`` of a scenario is board instance ``n``: a multi-board site. Every board runs the real
+connector firmware (state machine, supervisor, journal) on its mocked HAL; the EV models turn the
+plants' knobs; the site model adds the building and the PV to the chargers' power at the connection
+point. Everything lands in the trace; the checks are evaluated on it afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from board.loader import resolve, shipped_boards
+from firmware.connector import ConnectorSettings
+from firmware.limits import Limit
+from firmware.safety.faults import FaultCode
+from firmware.simulation import SimulatedCharger
+from hal.clock import RealClock, VirtualClock
+from hal.sim.atm90e32 import Atm90e32Fault
+from hal.sim.gpio_wiring import LockWiring
+from hal.sim.plant import Plant
+from hil.expect import CheckResult, RunFacts, evaluate
+from hil.models.ev import AcEv
+from hil.scenario import EventSpec, EvSpec, Scenario
+from hil.site import Site
+from hil.trace import TRACE_FORMAT, TraceWriter
+
+#: EV and site models are stepped this often (virtual or real seconds).
+MODEL_STEP_S = 0.1
+#: Power and site power are traced at most this often when steady (changes are traced at once).
+POWER_TRACE_PERIOD_S = 1.0
+#: Residual current injected by the ``rcd_trip`` fault (above the 6 mA DC and 30 mA AC thresholds).
+RCD_FAULT_MA = 40.0
+
+LineSink = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class RunResult:
+    passed: bool
+    checks: list[CheckResult]
+    summary: dict[str, Any]
+    out_dir: Path
+
+
+class ScenarioRun:
+    def __init__(
+        self,
+        scenario: Scenario,
+        base_dir: Path,
+        out_dir: Path,
+        *,
+        realtime: bool = False,
+        on_line: LineSink | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.base_dir = base_dir
+        self.out_dir = out_dir
+        self.realtime = realtime or scenario.time == "realtime"
+        self.on_line = on_line
+        self.clock: VirtualClock | RealClock = RealClock() if self.realtime else VirtualClock()
+        self.t0 = 0.0
+        self.trace = TraceWriter(out_dir / "trace.jsonl")
+        self.site = Site(scenario.site, base_dir)
+        self.chargers: dict[int, SimulatedCharger] = {}
+        self.evs: dict[str, AcEv] = {}
+        self.ev_plants: dict[str, Plant] = {}
+        self._last_power: dict[str, tuple[float, float]] = {}
+        self._last_site: tuple[float, float | None] = (-1e9, None)
+
+    # ------------------------------------------------------------------ time
+    def now(self) -> float:
+        return self.clock.monotonic() - self.t0
+
+    async def advance_to(self, t: float) -> None:
+        delta = t - self.now()
+        if delta <= 0:
+            return
+        if isinstance(self.clock, VirtualClock):
+            await self.clock.advance(delta)
+        else:
+            await self.clock.sleep(delta)
+
+    def _write(self, src: str, ev: str, **data: Any) -> None:
+        self.trace.write(self.now(), src, ev, **data)
+        if self.on_line is not None:
+            self.on_line(self.trace.records[-1])
+
+    # ------------------------------------------------------------------ set-up
+    def _board_path(self) -> Path:
+        board = self.scenario.board
+        if board in shipped_boards():
+            return resolve(board)
+        return (self.base_dir / board).resolve()
+
+    def _sink(self, n: int) -> Callable[[str, dict[str, Any]], None]:
+        src = f"connector{n}"
+
+        def sink(kind: str, data: dict[str, Any]) -> None:
+            before = len(self.trace.records)
+            self.trace.connector_event(self.now(), src, kind, data)
+            if self.on_line is not None:
+                for record in self.trace.records[before:]:
+                    self.on_line(record)
+
+        return sink
+
+    async def start(self) -> None:
+        self.t0 = self.clock.monotonic()
+        self._write(
+            "rig",
+            "header",
+            format=TRACE_FORMAT,
+            scenario=self.scenario.name,
+            board=self.scenario.board,
+            time="realtime" if self.realtime else "virtual",
+        )
+        settings = self.scenario.settings
+        for n in range(1, self.scenario.connectors + 1):
+            charger = SimulatedCharger(
+                self._board_path(),
+                journal_path=self.out_dir / f"journal-{n}.db",
+                settings=ConnectorSettings(free_charging=settings.free_charging, fallback_a=settings.fallback_a),
+                on_event=self._sink(n),
+                clock=self.clock,
+                journal_wall_clock=self.now,
+            )
+            self.chargers[n] = charger
+            await charger.open_hal()
+            for i, voltage in enumerate(charger.plant.grid_voltage_v):
+                charger.plant.grid_voltage_v[i] = self.site.voltage_v if voltage else voltage
+            charger.plant.grid_frequency_hz = self.site.frequency_hz
+            await charger.boot()
+        for spec in self.scenario.evs:
+            self.evs[spec.id] = self._make_ev(spec)
+
+    def _make_ev(self, spec: EvSpec) -> AcEv:
+        ev = AcEv(
+            ev_id=spec.id,
+            battery_kwh=spec.battery_kwh,
+            soc=spec.soc,
+            target_soc=spec.target_soc,
+            max_current_a=spec.max_current_a,
+            phases=spec.phases,
+            behaviour=spec.behaviour,
+            cable_a=spec.cable_a,
+            response_s=spec.response_s,
+            taper_from_soc=spec.taper_from_soc,
+        )
+        charger = self.chargers[spec.connector]
+        # The simulated meter integrates energy up to "now" with the old current before the EV changes
+        # it, so the metered energy matches the EV's own to the step.
+        meter_sync = None
+        if charger.hal is not None and charger.hal.sim is not None and charger.config.meter is not None:
+            meter = charger.config.meter
+            meter_sync = getattr(charger.hal.sim.spi.chip(meter.spi_bus, meter.spi_device), "sync", None)
+        ev.attach(charger.plant, before_current_change=meter_sync)
+        self.ev_plants[spec.id] = charger.plant
+        return ev
+
+    # ------------------------------------------------------------------ the run
+    def _schedule(self) -> list[tuple[float, int, EventSpec]]:
+        actions: list[tuple[float, int, EventSpec]] = []
+        order = 0
+        for spec in self.scenario.evs:
+            actions.append(
+                (
+                    spec.plug_in,
+                    order,
+                    EventSpec(at=spec.plug_in, action="plug_in", ev=spec.id, connector=spec.connector),
+                )
+            )
+            order += 1
+            if spec.unplug is not None:
+                actions.append(
+                    (
+                        spec.unplug,
+                        order,
+                        EventSpec(at=spec.unplug, action="unplug", ev=spec.id, connector=spec.connector),
+                    )
+                )
+                order += 1
+        for event in self.scenario.events:
+            actions.append((event.at, order, event))
+            order += 1
+        return sorted(actions, key=lambda a: (a[0], a[1]))
+
+    async def _models(self) -> None:
+        while True:
+            self.step_models()
+            await self.clock.sleep(MODEL_STEP_S)
+
+    def step_models(self) -> None:
+        now = self.now()
+        for ev_id, ev in self.evs.items():
+            plant = self.ev_plants[ev_id]
+            before = plant.ev_state
+            ev.step(self.clock.monotonic())
+            after = plant.ev_state
+            if after != before:
+                self._write(ev_id, "ev_state", state=after)
+            for event in ev.trace_events(self.clock.monotonic()):
+                src, kind = str(event.pop("src")), str(event.pop("ev"))
+                self._write(src, kind, **event)
+        total = 0.0
+        for n, charger in self.chargers.items():
+            plant = charger.plant
+            watts = sum(plant.power_w()) if plant.contacts_closed else 0.0
+            total += watts
+            src = f"connector{n}"
+            last_t, last_w = self._last_power.get(src, (-1e9, float("nan")))
+            if abs(watts - last_w) > max(1.0, 0.005 * abs(last_w)) or now - last_t >= POWER_TRACE_PERIOD_S:
+                self._write(src, "power", W=round(watts, 3))
+                self._last_power[src] = (now, watts)
+        site = self.site.power(now, total)
+        last_t, last_site = self._last_site
+        changed = last_site is None or abs(site.W - last_site) > max(1.0, 0.005 * abs(last_site))
+        if changed or now - last_t >= POWER_TRACE_PERIOD_S:
+            self._write("site", "site_power", **asdict(site))
+            self._last_site = (now, site.W)
+
+    async def run(self) -> None:
+        model_task = asyncio.create_task(self._models())
+        try:
+            self._write("site", "grid", V=self.site.voltage_v, Hz=self.site.frequency_hz)
+            for t, _, event in self._schedule():
+                await self.advance_to(t)
+                self.act(event)
+                self.step_models()
+            await self.advance_to(self.scenario.duration)
+        finally:
+            model_task.cancel()
+            try:
+                await model_task
+            except asyncio.CancelledError:
+                pass
+
+    async def close(self) -> None:
+        for charger in self.chargers.values():
+            await charger.close()
+        self.trace.close()
+
+    # ------------------------------------------------------------------ actions
+    def act(self, event: EventSpec) -> None:
+        self._write("rig", "action", **_action_fields(event))
+        charger = self.chargers.get(event.connector)
+        connector = charger.connector if charger is not None else None
+        ev = self.evs.get(event.ev) if event.ev else None
+        clock_now = self.clock.monotonic()
+        match event.action:
+            case "plug_in":
+                assert ev is not None
+                ev.plug_in(clock_now)
+            case "unplug":
+                assert ev is not None
+                ev.unplug(clock_now)
+            case "authorize":
+                assert connector is not None
+                connector.authorize(event.id_tag)
+            case "deauthorize":
+                assert connector is not None
+                connector.deauthorize()
+            case "pause":
+                assert connector is not None
+                connector.pause()
+            case "resume":
+                assert connector is not None
+                connector.resume()
+            case "limit":
+                assert connector is not None and event.source is not None and event.amps is not None
+                expires = clock_now + event.for_ if event.for_ is not None else None
+                connector.set_limit(Limit(event.source, event.amps, expires_at=expires, detail="scenario"))
+            case "clear_limit":
+                assert connector is not None and event.source is not None
+                connector.clear_limit(event.source)
+            case "service_clear":
+                assert connector is not None and event.code is not None
+                connector.service_clear(FaultCode(event.code))
+            case "ev_state":
+                assert ev is not None and event.state is not None
+                ev.force_state(event.state)
+            case "grid":
+                for c in self.chargers.values():
+                    if event.voltage_v is not None:
+                        c.plant.grid_voltage_v[:] = [event.voltage_v] * len(c.plant.grid_voltage_v)
+                    if event.frequency_hz is not None:
+                        c.plant.grid_frequency_hz = event.frequency_hz
+                if event.voltage_v is not None:
+                    self.site.voltage_v = event.voltage_v
+                if event.frequency_hz is not None:
+                    self.site.frequency_hz = event.frequency_hz
+                self._write("site", "grid", V=self.site.voltage_v, Hz=self.site.frequency_hz)
+            case "fault" | "clear":
+                assert charger is not None and event.fault is not None
+                self._fault(charger, ev, event, on=event.action == "fault")
+
+    def _fault(self, charger: SimulatedCharger, ev: AcEv | None, event: EventSpec, *, on: bool) -> None:
+        plant = charger.plant
+        fault = event.fault
+        if fault in ("diode_short", "pilot_short", "pp_open", "pp_invalid", "overcurrent", "stuck_in_c"):
+            assert ev is not None
+            if fault == "diode_short":
+                ev.diode_short(on)
+            elif fault == "pilot_short":
+                ev.pilot_short(on)
+            elif fault == "pp_open":
+                ev.pp_open(on)
+            elif fault == "pp_invalid":
+                ev.pp_invalid(on)
+            elif fault == "overcurrent":
+                ev.overcurrent(event.amps if on else None)
+            else:
+                ev.stuck_in_c(on)
+        elif fault == "welding":
+            plant.contactor_welded = on
+        elif fault == "contactor_stuck_open":
+            plant.contactor_stuck_open = on
+        elif fault == "rcd_trip":
+            plant.residual_current_ma = RCD_FAULT_MA if on else 0.0
+        elif fault == "overtemperature":
+            assert event.sensor is not None
+            plant.temperatures_c[event.sensor] = event.celsius if on and event.celsius is not None else 25.0
+        elif fault == "meter_garbage":
+            hal, meter = charger.hal, charger.config.meter
+            assert hal is not None and hal.sim is not None and meter is not None
+            hal.sim.spi.chip(meter.spi_bus, meter.spi_device).fault = (
+                Atm90e32Fault.GARBAGE if on else Atm90e32Fault.NONE
+            )
+        elif fault == "lock_jam":
+            hal = charger.hal
+            assert hal is not None and hal.sim is not None
+            for part in hal.sim.wiring.parts:
+                if isinstance(part, LockWiring):
+                    part.jammed = on
+
+
+def _action_fields(event: EventSpec) -> dict[str, Any]:
+    fields = event.model_dump(exclude_none=True, by_alias=True)
+    fields.pop("at", None)
+    if "ev" in fields:
+        fields["ev_id"] = fields.pop("ev")
+    return fields
+
+
+# ---------------------------------------------------------------------------------- outputs
+def _journal_sessions(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    with sqlite3.connect(path) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute("SELECT * FROM sessions ORDER BY started_at").fetchall()
+    sessions = []
+    for row in rows:
+        row_d = dict(row)
+        end = row_d["meter_stop_wh"] if row_d["meter_stop_wh"] is not None else row_d["last_meter_wh"]
+        row_d["energy_wh"] = end - row_d["meter_start_wh"]
+        sessions.append(row_d)
+    return sessions
+
+
+def write_junit(path: Path, scenario: Scenario, checks: list[CheckResult], seconds: float) -> None:
+    suite = ET.Element(
+        "testsuite",
+        name=f"hil.{scenario.name}",
+        tests=str(len(checks)),
+        failures=str(sum(not c.passed for c in checks)),
+        time=f"{seconds:.3f}",
+    )
+    for i, check in enumerate(checks):
+        case = ET.SubElement(suite, "testcase", classname=f"hil.{scenario.name}", name=f"{i:02d}-{check.check}")
+        if check.passed:
+            ET.SubElement(case, "system-out").text = check.evidence
+        else:
+            ET.SubElement(case, "failure", message=check.evidence).text = json.dumps(check.params)
+    tree = ET.ElementTree(suite)
+    ET.indent(tree)
+    tree.write(path, encoding="utf-8", xml_declaration=True)
+
+
+async def run_scenario(
+    scenario: Scenario,
+    base_dir: Path,
+    out_dir: Path,
+    *,
+    realtime: bool = False,
+    on_line: LineSink | None = None,
+    report: bool = True,
+) -> RunResult:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("journal-*.db*"):
+        stale.unlink()
+    wall = time.perf_counter()
+    run = ScenarioRun(scenario, base_dir, out_dir, realtime=realtime, on_line=on_line)
+    try:
+        await run.start()
+        await run.run()
+    finally:
+        await run.close()
+    wall_s = time.perf_counter() - wall
+    sessions = {n: _journal_sessions(out_dir / f"journal-{n}.db") for n in run.chargers}
+    facts = RunFacts(
+        scenario=scenario,
+        records=run.trace.records,
+        sessions=sessions,
+        ev_connector={ev.id: ev.connector for ev in scenario.evs},
+    )
+    checks = [evaluate(spec, facts) for spec in scenario.expect]
+    site = [r for r in run.trace.records if r["ev"] == "site_power"]
+    summary: dict[str, Any] = {
+        "format": TRACE_FORMAT,
+        "scenario": scenario.name,
+        "description": scenario.description,
+        "board": scenario.board,
+        "time": "realtime" if run.realtime else "virtual",
+        "duration_s": scenario.duration,
+        "wall_s": round(wall_s, 3),
+        "speedup": round(scenario.duration / wall_s, 1) if wall_s > 0 else None,
+        "passed": all(c.passed for c in checks),
+        "checks": [asdict(c) for c in checks],
+        "sessions": [
+            {
+                "connector": n,
+                "id": s["session_id"],
+                "energy_wh": round(s["energy_wh"], 3),
+                "reason": s["stop_reason"],
+                "started_at": s["started_at"],
+                "stopped_at": s["stopped_at"],
+            }
+            for n, rows in sessions.items()
+            for s in rows
+        ],
+        "peak_site_power_w": max((r["W"] for r in site), default=None),
+        "grid_limit_w": run.site.grid_limit_w,
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_junit(out_dir / "junit.xml", scenario, checks, wall_s)
+    if report:
+        from hil.report import write_report
+
+        write_report(out_dir, trace_path=out_dir / "trace.jsonl", summary=summary)
+    return RunResult(summary["passed"], checks, summary, out_dir)

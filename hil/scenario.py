@@ -1,0 +1,373 @@
+"""The scenario format (``format: 1``, docs/hil-formats.md): schema, loading and validation.
+
+A wrong scenario gets one line per problem, naming the file, the line, the field and what is allowed:
+``home.yaml:14: evs[0].behaviour: Input should be 'follow', 'greedy' or 'lower-only' (got 'eager')``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+# ------------------------------------------------------------------------------------------ durations
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|min|ms|s)")
+_UNIT_S = {"h": 3600.0, "min": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or from a string such as ``90``, ``1h30min``, ``15min``, ``250ms``."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '1h30min'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.replace(" ", "")
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            seconds = float(text)
+        else:
+            parts = _DURATION.findall(text)
+            if not parts or "".join(n + u for n, u in parts) != text:
+                raise ValueError(f"{value!r} is not a duration: use seconds or h / min / s / ms, e.g. '1h30min'")
+            seconds = sum(float(n) * _UNIT_S[u] for n, u in parts)
+    else:
+        raise ValueError("a duration is a number of seconds or a string like '1h30min'")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ------------------------------------------------------------------------------------------ site
+class Profile(_Model):
+    """A value over time: ``steps`` [(time, value)] held until the next step, or a ``csv`` file of
+    ``time_s,value`` rows next to the scenario."""
+
+    steps: list[tuple[Duration, float]] | None = None
+    csv: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Profile:
+        if (self.steps is None) == (self.csv is None):
+            raise ValueError("a profile has either 'steps' or 'csv'")
+        return self
+
+
+class SiteSpec(_Model):
+    grid_limit_kw: float | None = Field(default=None, gt=0)
+    voltage_v: float = Field(default=230.0, gt=0, le=1000)
+    frequency_hz: float = Field(default=50.0, gt=40, lt=70)
+    building_load_kw: Profile | None = None
+    pv_kw: Profile | None = None
+
+
+class BackendSpec(_Model):
+    kind: Literal["none"] = "none"  # later issues: embedded CSMS, external URL
+
+
+class SettingsSpec(_Model):
+    free_charging: bool = False
+    fallback_a: float = Field(default=6.0, ge=0)
+
+
+# ------------------------------------------------------------------------------------------ EVs
+class EvSpec(_Model):
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    connector: int = Field(default=1, ge=1)
+    protocol: Literal["basic"] = "basic"  # later issues: iso15118, din
+    battery_kwh: float = Field(gt=0, le=300)
+    soc: float = Field(ge=0, le=1)
+    target_soc: float = Field(default=1.0, gt=0, le=1)
+    max_current_a: float = Field(gt=0, le=80)
+    phases: Literal[1, 3] = 3
+    behaviour: Literal["follow", "greedy", "lower-only"] = "follow"
+    cable_a: Literal[13, 20, 32, 63] = 32
+    plug_in: Duration = 0.0
+    unplug: Duration | None = None
+    response_s: float = Field(default=1.0, gt=0, le=5.0)
+    taper_from_soc: float = Field(default=0.8, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _times(self) -> EvSpec:
+        if self.unplug is not None and self.unplug <= self.plug_in:
+            raise ValueError(f"unplug ({self.unplug:g} s) must come after plug_in ({self.plug_in:g} s)")
+        return self
+
+
+# ------------------------------------------------------------------------------------------ events
+FAULTS = (
+    "diode_short",
+    "pilot_short",
+    "welding",
+    "contactor_stuck_open",
+    "rcd_trip",
+    "pp_open",
+    "pp_invalid",
+    "overcurrent",
+    "stuck_in_c",
+    "meter_garbage",
+    "overtemperature",
+    "lock_jam",
+)
+FaultName = Literal[
+    "diode_short",
+    "pilot_short",
+    "welding",
+    "contactor_stuck_open",
+    "rcd_trip",
+    "pp_open",
+    "pp_invalid",
+    "overcurrent",
+    "stuck_in_c",
+    "meter_garbage",
+    "overtemperature",
+    "lock_jam",
+]
+
+
+class EventSpec(_Model):
+    at: Duration
+    action: Literal[
+        "authorize",
+        "deauthorize",
+        "pause",
+        "resume",
+        "limit",
+        "clear_limit",
+        "fault",
+        "clear",
+        "plug_in",
+        "unplug",
+        "ev_state",
+        "grid",
+        "service_clear",
+    ]
+    connector: int = Field(default=1, ge=1)
+    ev: str | None = None
+    id_tag: str | None = None
+    source: str | None = None
+    amps: float | None = Field(default=None, ge=0)
+    for_: Duration | None = Field(default=None, alias="for")
+    fault: FaultName | None = None
+    sensor: str | None = None
+    celsius: float | None = None
+    state: Literal["B", "C"] | None = None
+    voltage_v: float | None = Field(default=None, gt=0)
+    frequency_hz: float | None = Field(default=None, gt=0)
+    code: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _parameters(self) -> EventSpec:
+        needs: dict[str, tuple[str, ...]] = {
+            "limit": ("source", "amps"),
+            "clear_limit": ("source",),
+            "fault": ("fault",),
+            "clear": ("fault",),
+            "plug_in": ("ev",),
+            "unplug": ("ev",),
+            "ev_state": ("ev", "state"),
+            "service_clear": ("code",),
+        }
+        missing = [name for name in needs.get(self.action, ()) if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"action {self.action!r} needs {', '.join(missing)}")
+        if self.action == "fault" and self.fault == "overcurrent" and self.amps is None:
+            raise ValueError("fault 'overcurrent' needs amps (the current the EV draws)")
+        if self.action == "fault" and self.fault == "overtemperature" and (self.sensor is None or self.celsius is None):
+            raise ValueError("fault 'overtemperature' needs sensor and celsius")
+        if self.fault in ("diode_short", "pilot_short", "pp_open", "pp_invalid", "overcurrent", "stuck_in_c") and (
+            self.ev is None
+        ):
+            raise ValueError(f"fault {self.fault!r} is the EV's: name the ev")
+        if self.action == "grid" and self.voltage_v is None and self.frequency_hz is None:
+            raise ValueError("action 'grid' needs voltage_v and/or frequency_hz")
+        return self
+
+
+# ------------------------------------------------------------------------------------------ checks
+class CheckSpec(_Model):
+    check: Literal[
+        "contactor_opens_within",
+        "contactor_never_closed_without",
+        "site_power_below_grid_limit",
+        "session_energy",
+        "ev_soc_at_least",
+        "fault_raised",
+        "fault_not_raised",
+        "state_reached",
+        "duty_at_most",
+        "no_offer_while",
+        "sessions",
+    ]
+    after: Literal["unplug", "ev_stop", "fault", "pause"] | None = None
+    within_ms: float | None = Field(default=None, gt=0)
+    within_s: float | None = Field(default=None, gt=0)
+    after_s: Duration | None = None
+    condition: Literal["authorisation", "diode_check", "unauthorised", "faulted"] | None = None
+    tolerance_s: float = Field(default=0.0, ge=0)
+    ev: str | None = None
+    min_kwh: float | None = Field(default=None, ge=0)
+    max_kwh: float | None = Field(default=None, ge=0)
+    soc: float | None = Field(default=None, ge=0, le=1)
+    by: Duration | None = None
+    code: str | None = None
+    state: str | None = None
+    amps: float | None = Field(default=None, ge=0)
+    from_s: Duration | None = None
+    to_s: Duration | None = None
+    count: int | None = Field(default=None, ge=0)
+    connector: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _parameters(self) -> CheckSpec:
+        needs: dict[str, tuple[str, ...]] = {
+            "contactor_opens_within": ("after", "within_ms"),
+            "contactor_never_closed_without": ("condition",),
+            "session_energy": ("ev",),
+            "ev_soc_at_least": ("ev", "soc"),
+            "fault_raised": ("code",),
+            "fault_not_raised": ("code",),
+            "state_reached": ("state",),
+            "duty_at_most": ("amps",),
+            "no_offer_while": ("condition",),
+            "sessions": ("count",),
+        }
+        missing = [name for name in needs.get(self.check, ()) if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"check {self.check!r} needs {', '.join(missing)}")
+        return self
+
+
+# ------------------------------------------------------------------------------------------ scenario
+class Scenario(_Model):
+    format: Literal[1]
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    description: str = ""
+    board: str = "sim-ac"
+    duration: Duration
+    time: Literal["virtual", "realtime"] = "virtual"
+    settings: SettingsSpec = SettingsSpec()
+    site: SiteSpec | None = None
+    backend: BackendSpec = BackendSpec()
+    evs: list[EvSpec] = Field(default_factory=list)
+    events: list[EventSpec] = Field(default_factory=list)
+    expect: list[CheckSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references(self) -> Scenario:
+        if self.duration <= 0:
+            raise ValueError("duration must be positive")
+        ids = [ev.id for ev in self.evs]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"EV ids must be unique, got {ids}")
+        for i, event in enumerate(self.events):
+            if event.ev is not None and event.ev not in ids:
+                raise ValueError(f"events[{i}].ev = {event.ev!r} is not one of the EVs: {ids}")
+            if event.at > self.duration:
+                raise ValueError(f"events[{i}].at = {event.at:g} s is after the end ({self.duration:g} s)")
+        for i, check in enumerate(self.expect):
+            if check.ev is not None and check.ev not in ids:
+                raise ValueError(f"expect[{i}].ev = {check.ev!r} is not one of the EVs: {ids}")
+        connectors = [ev.connector for ev in self.evs]
+        if len(connectors) != len(set(connectors)):
+            raise ValueError("two EVs share a connector; give each EV its own connector")
+        return self
+
+    @property
+    def connectors(self) -> int:
+        """Connector n is board instance n of the scenario's board (a multi-board site)."""
+        used = [ev.connector for ev in self.evs] + [e.connector for e in self.events]
+        used += [c.connector for c in self.expect]
+        return max(used, default=1)
+
+
+class ScenarioError(Exception):
+    def __init__(self, path: Path | str, problems: list[str]) -> None:
+        self.path = str(path)
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def load_scenario(path: Path | str) -> Scenario:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(path, [f"{path}: cannot read: {exc}"]) from exc
+    return parse_scenario(text, path)
+
+
+def parse_scenario(text: str, path: Path | str = "<scenario>") -> Scenario:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ScenarioError(path, [f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from exc
+    if not isinstance(data, dict):
+        raise ScenarioError(path, [f"{path}:1: a scenario is a mapping with format, name, duration, ..."])
+    if data.get("format") != 1:
+        line = _line(node, ("format",)) or 1
+        raise ScenarioError(path, [f"{path}:{line}: format: this rig reads format: 1 (got {data.get('format')!r})"])
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            line = _line(node, loc) or _line(node, loc[:-1]) or 1
+            field = _field_path(loc)
+            message = err["msg"].removeprefix("Value error, ")
+            value = err.get("input")
+            got = "" if isinstance(value, dict | list) or err["type"] == "missing" else f" (got {value!r})"
+            if err["type"] == "missing":
+                message = "missing (required)"
+            if err["type"] == "extra_forbidden":
+                message = "unknown field"
+            problems.append(f"{path}:{line}: {field}: {message}{got}")
+        raise ScenarioError(path, problems) from exc
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for item in loc:
+        if isinstance(item, int):
+            out += f"[{item}]"
+        elif str(item).startswith("function-") or str(item) in ("tuple[float, float]",):
+            continue
+        else:
+            out += ("." if out else "") + str(item)
+    return out or "(scenario)"
+
+
+def _line(node: Any, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the YAML node at ``loc`` (keys of mappings, indexes of sequences)."""
+    current = node
+    line = None
+    for item in loc:
+        if isinstance(current, yaml.MappingNode):
+            for key, value in current.value:
+                if key.value == item or (item == "for_" and key.value == "for"):
+                    line = key.start_mark.line + 1
+                    current = value
+                    break
+            else:
+                return line
+        elif isinstance(current, yaml.SequenceNode) and isinstance(item, int) and item < len(current.value):
+            current = current.value[item]
+            line = current.start_mark.line + 1
+        else:
+            return line
+    return line

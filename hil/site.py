@@ -1,0 +1,75 @@
+"""The site around the chargers: building load and PV profiles, the grid limit at the connection
+point, grid voltage and frequency, and the site meter that adds it all up."""
+
+from __future__ import annotations
+
+import bisect
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from hil.scenario import Profile, SiteSpec
+
+
+class ProfileSeries:
+    """A step profile: each value holds from its time until the next one (0 before the first)."""
+
+    def __init__(self, points: list[tuple[float, float]]) -> None:
+        self.points = sorted(points)
+        self._times = [t for t, _ in self.points]
+
+    @classmethod
+    def from_spec(cls, spec: Profile, base_dir: Path) -> ProfileSeries:
+        if spec.steps is not None:
+            return cls([(float(t), float(v)) for t, v in spec.steps])
+        assert spec.csv is not None
+        path = base_dir / spec.csv
+        points = []
+        try:
+            with path.open(newline="") as handle:
+                for n, row in enumerate(csv.reader(handle), start=1):
+                    if not row or row[0].strip().startswith("#") or (n == 1 and not _is_number(row[0])):
+                        continue  # blank, comment or header line
+                    if len(row) < 2 or not _is_number(row[0]) or not _is_number(row[1]):
+                        raise ValueError(f"{path}:{n}: expected 'time_s,value', got {','.join(row)!r}")
+                    points.append((float(row[0]), float(row[1])))
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read the profile: {exc}") from exc
+        if not points:
+            raise ValueError(f"{path}: the profile has no rows")
+        return cls(points)
+
+    def at(self, t: float) -> float:
+        i = bisect.bisect_right(self._times, t) - 1
+        return self.points[i][1] if i >= 0 else 0.0
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class SitePower:
+    W: float  # import at the connection point (+) or export (-)
+    limit_W: float | None
+    building_W: float
+    pv_W: float
+
+
+class Site:
+    def __init__(self, spec: SiteSpec | None, base_dir: Path) -> None:
+        spec = spec or SiteSpec()
+        self.grid_limit_w = spec.grid_limit_kw * 1000 if spec.grid_limit_kw is not None else None
+        self.voltage_v = spec.voltage_v
+        self.frequency_hz = spec.frequency_hz
+        self.building = ProfileSeries.from_spec(spec.building_load_kw, base_dir) if spec.building_load_kw else None
+        self.pv = ProfileSeries.from_spec(spec.pv_kw, base_dir) if spec.pv_kw else None
+
+    def power(self, now: float, chargers_w: float) -> SitePower:
+        building = self.building.at(now) * 1000 if self.building else 0.0
+        pv = self.pv.at(now) * 1000 if self.pv else 0.0
+        return SitePower(W=building - pv + chargers_w, limit_W=self.grid_limit_w, building_W=building, pv_W=pv)
