@@ -1,0 +1,187 @@
+"""Every shipped scenario passes against the firmware, and fails when the firmware is broken on
+purpose in the way the scenario is about: each scenario has at least one expectation with teeth."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import firmware.connector
+import firmware.iec61851.machine
+import firmware.iec61851.pilot
+import firmware.safety.supervisor
+from firmware.connector import Connector
+from firmware.iec61851.machine import ConnectorMachine
+from firmware.limits import Effective, LimitSet
+from firmware.safety.faults import FaultCode
+from firmware.safety.supervisor import Supervisor, ThermalCheck, ThermalVerdict
+from hil.cli import SCENARIO_DIR
+from hil.runner import run_scenario
+from hil.scenario import load_scenario
+
+SCENARIOS = sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+
+
+def _run(name: str, out: Path, *, report: bool = False) -> Any:
+    path = SCENARIO_DIR / f"{name}.yaml"
+    return asyncio.run(run_scenario(load_scenario(path), path.parent, out, report=report))
+
+
+def test_at_least_twelve_scenarios_ship() -> None:
+    assert len(SCENARIOS) >= 12
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_shipped_scenario_passes(name: str, tmp_path: Path) -> None:
+    result = _run(name, tmp_path)
+    failed = [f"{c.check}: {c.evidence}" for c in result.checks if not c.passed]
+    assert result.passed, failed
+    for output in ("trace.jsonl", "summary.json", "junit.xml"):
+        assert (tmp_path / output).is_file()
+
+
+# ------------------------------------------------------------------------------- broken on purpose
+Breakage = Callable[[pytest.MonkeyPatch], None]
+
+
+def _suppress(code: FaultCode) -> Breakage:
+    """The firmware stops detecting one fault."""
+
+    def apply(mp: pytest.MonkeyPatch) -> None:
+        original = Supervisor.condition
+
+        def condition(self: Supervisor, c: FaultCode, present: bool, now: float, detail: str = "") -> None:
+            original(self, c, present and c is not code, now, detail)
+
+        mp.setattr(Supervisor, "condition", condition)
+
+    return apply
+
+
+def _expired_limits_dropped(mp: pytest.MonkeyPatch) -> None:
+    """An expired EMS limit is dropped instead of falling back to the safe value."""
+    original = LimitSet.effective
+
+    def effective(self: LimitSet, now: float) -> Effective:
+        eff = original(self, now)
+        chain = tuple(link for link in eff.chain if not link.expired)
+        return Effective(chain[0].current_a, chain[0], chain) if chain else eff
+
+    mp.setattr(LimitSet, "effective", effective)
+
+
+def _slow_unplug_detection(mp: pytest.MonkeyPatch) -> None:
+    """The pilot filter holds a change for 300 ms, and a withdrawn offer waits for the EV even at 0 A
+    (otherwise the proximity pilot's "no cable" would still open the contactor in time)."""
+    mp.setattr(firmware.connector, "PILOT_DEBOUNCE_POWER_DOWN", 0.3)
+    mp.setattr(firmware.iec61851.machine, "I_OPEN_WITHOUT_WAIT_A", -1.0)
+
+
+def _offers_without_authorisation(mp: pytest.MonkeyPatch) -> None:
+    original = ConnectorMachine.offer_allowed
+
+    def offer_allowed(self: ConnectorMachine, _event: Any = None) -> bool:
+        saved = self.inputs.authorized
+        self.inputs.authorized = True
+        try:
+            return original(self)
+        finally:
+            self.inputs.authorized = saved
+
+    mp.setattr(ConnectorMachine, "offer_allowed", offer_allowed)
+
+
+def _no_diode_check(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(firmware.iec61851.pilot, "DIODE_LOW_MAX_V", 20.0)
+
+
+def _no_welding_detection(mp: pytest.MonkeyPatch) -> None:
+    async def check_feedback(self: Connector, now: float) -> None:
+        return None
+
+    mp.setattr(Connector, "_check_feedback", check_feedback)
+
+
+def _no_soft_overcurrent(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(firmware.safety.supervisor, "SOFT_OVERCURRENT_TIME_S", 1e9)
+
+
+def _no_thermal_derating(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(ThermalCheck, "update", lambda self, readings: ThermalVerdict(1.0, "", 25.0))
+
+
+def _meter_loss_ignored(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(firmware.connector, "METER_COMM_TIMEOUT", 1e9)
+
+
+def _never_forces_open_in_c1(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(firmware.iec61851.machine, "T_POWER_OFF_UNDER_LOAD_C1", 600.0)
+
+
+def _limits_ignored(mp: pytest.MonkeyPatch) -> None:
+    original = Connector.set_limit
+
+    def set_limit(self: Connector, limit: Any) -> None:
+        if limit.source != "ems":
+            original(self, limit)
+
+    mp.setattr(Connector, "set_limit", set_limit)
+
+
+BREAKAGES: dict[str, Breakage] = {
+    "home-ems-fallback": _expired_limits_dropped,
+    "unplug-in-every-state": _slow_unplug_detection,
+    "authorisation-required": _offers_without_authorisation,
+    "rcd-trip-recovery": _suppress(FaultCode.RCD_TRIPPED),
+    "diode-short": _no_diode_check,
+    "welded-contactor": _no_welding_detection,
+    "greedy-ev-overcurrent": _no_soft_overcurrent,
+    "overtemperature-derate": _no_thermal_derating,
+    "meter-comm-loss": _meter_loss_ignored,
+    "pause-ev-stuck-in-c": _never_forces_open_in_c1,
+    "workplace-demand-window": _limits_ignored,
+    "unmanaged-load-brownout": _limits_ignored,
+    "cable-faults": _suppress(FaultCode.PROXIMITY_INVALID),
+}
+
+
+def test_every_scenario_has_a_breakage() -> None:
+    assert sorted(BREAKAGES) == SCENARIOS
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_scenario_fails_when_the_firmware_misbehaves(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    BREAKAGES[name](monkeypatch)
+    result = _run(name, tmp_path)
+    assert not result.passed, f"{name} still passed with the firmware broken"
+    assert any(not c.passed for c in result.checks)
+
+
+@pytest.mark.timeout(180)
+def test_outputs_follow_the_contract(tmp_path: Path) -> None:
+    _run("rcd-trip-recovery", tmp_path, report=True)
+    lines = (tmp_path / "trace.jsonl").read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header == {"t": 0.0, "src": "rig", "ev": "header", "format": 1, "scenario": "rcd-trip-recovery",
+                      "board": "sim-ac", "time": "virtual"}  # fmt: skip
+    records = [json.loads(line) for line in lines]
+    assert all({"t", "src", "ev"} <= r.keys() for r in records)
+    assert [r["t"] for r in records] == sorted(r["t"] for r in records)
+    kinds = {r["ev"] for r in records}
+    assert {"pilot", "contactor", "limit", "power", "meter", "session", "fault", "soc", "state", "action"} <= kinds
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["passed"] is True and summary["format"] == 1
+    assert all({"check", "params", "passed", "evidence"} <= c.keys() for c in summary["checks"])
+    junit = (tmp_path / "junit.xml").read_text()
+    assert "<testsuite" in junit and 'failures="0"' in junit
+    report = (tmp_path / "report.html").read_text()
+    assert "PASS" in report and "data:image/png;base64," in report
