@@ -53,10 +53,12 @@ def _cmd_hal_probe(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from firmware.demo import run_demo
     from tools.probe_cli import run_probe
 
-    status = asyncio.run(run_demo())
+    status = asyncio.run(run_demo(Path(args.out)))
     print("\nbring-up probe of every simulated board (drivers running against bus simulators)\n")
     return status or asyncio.run(run_probe(["sim-ac", "sim-dc-bidi"], actuate=True, as_json=False))
 
@@ -178,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_hal_probe)
 
     p = sub.add_parser("demo", help="the end-to-end demo on the simulated boards")
+    p.add_argument("--out", default="evse-demo", help="where the demo writes its trace and report")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("faults", help="the fault catalogue: each fault's reaction and recovery rule")

@@ -168,7 +168,7 @@ class ScenarioRun:
         return ev
 
     # ------------------------------------------------------------------ the run
-    def _schedule(self) -> list[tuple[float, int, EventSpec]]:
+    def schedule(self) -> list[tuple[float, int, EventSpec]]:
         actions: list[tuple[float, int, EventSpec]] = []
         order = 0
         for spec in self.scenario.evs:
@@ -194,7 +194,7 @@ class ScenarioRun:
             order += 1
         return sorted(actions, key=lambda a: (a[0], a[1]))
 
-    async def _models(self) -> None:
+    async def model_loop(self) -> None:
         while True:
             self.step_models()
             await self.clock.sleep(MODEL_STEP_S)
@@ -229,10 +229,10 @@ class ScenarioRun:
             self._last_site = (now, site.W)
 
     async def run(self) -> None:
-        model_task = asyncio.create_task(self._models())
+        model_task = asyncio.create_task(self.model_loop())
         try:
             self._write("site", "grid", V=self.site.voltage_v, Hz=self.site.frequency_hz)
-            for t, _, event in self._schedule():
+            for t, _, event in self.schedule():
                 await self.advance_to(t)
                 self.act(event)
                 self.step_models()

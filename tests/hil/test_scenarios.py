@@ -148,6 +148,7 @@ BREAKAGES: dict[str, Breakage] = {
     "workplace-demand-window": _limits_ignored,
     "unmanaged-load-brownout": _limits_ignored,
     "cable-faults": _suppress(FaultCode.PROXIMITY_INVALID),
+    "demo-ac-session": _suppress(FaultCode.RCD_TRIPPED),
 }
 
 

@@ -113,13 +113,14 @@ def test_states_prints_and_draws_the_table(fmt: str, capsys: pytest.CaptureFixtu
 
 
 @pytest.mark.timeout(120)
-def test_demo_runs_a_full_session_and_passes(capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_runs_a_full_session_and_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from firmware.demo import run_demo
 
-    assert asyncio.run(run_demo()) == 0
+    assert asyncio.run(run_demo(tmp_path)) == 0
     out = capsys.readouterr().out
     for expected in ("B2 -> C2", "limit ems = 16 A", "fault rcd_tripped RAISED", "EVDisconnected", "demo OK"):
         assert expected in out
+    assert (tmp_path / "report.html").is_file() and (tmp_path / "trace.jsonl").is_file()
 
 
 def test_status_without_a_running_firmware_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
