@@ -74,10 +74,10 @@ def main() -> int:
     print(f"{'':<28} {'median':>9} {'p99 (slow)':>11}   {'goal':>7} {'ratio to goal':>14}")
     median = statistics.median(ordered)
     print(f"{'speed-up (sim s / wall s)':<28} {median:>8.1f}x {p01:>10.1f}x   {GOAL:>6.0f}x {median / GOAL:>13.3f}")
-    print(
-        f"overall: {duration / wall:.1f}x real time ({'PASS' if duration / wall >= GOAL else 'FAIL'} against {GOAL:g}x)"
-    )
+    passed = duration / wall >= GOAL
+    print(f"overall: {duration / wall:.1f}x real time ({'PASS' if passed else 'FAIL'} against {GOAL:g}x)")
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
