@@ -9,9 +9,8 @@ land in ``out_dir``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from hil.cli import SCENARIO_DIR, live_line
+from hil.cli import SCENARIO_DIR, live_printer, print_outcome
 from hil.runner import run_scenario
 from hil.scenario import load_scenario
 
@@ -22,16 +21,6 @@ async def run_demo(out_dir: Path) -> int:
     scenario = load_scenario(DEMO_SCENARIO)
     print(f"{scenario.name}: {' '.join(scenario.description.split())}\n")
 
-    def on_line(record: dict[str, Any]) -> None:
-        line = live_line(record)
-        if line:
-            print(line, flush=True)
-
-    result = await run_scenario(scenario, DEMO_SCENARIO.parent, out_dir, on_line=on_line)
-    print()
-    for check in result.checks:
-        print(f"  {'PASS' if check.passed else 'FAIL'}  {check.check}: {check.evidence}")
-    s = result.summary
-    print(f"\ndemo {'OK' if result.passed else 'FAILED'}: {s['duration_s']:g} s simulated in {s['wall_s']:.1f} s; "
-          f"report: {out_dir / 'report.html'}")  # fmt: skip
+    result = await run_scenario(scenario, DEMO_SCENARIO.parent, out_dir, on_line=live_printer())
+    print_outcome(result, "demo")
     return 0 if result.passed else 1

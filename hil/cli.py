@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hil.runner import RunResult
 from hil.scenario import ScenarioError, load_scenario
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
@@ -50,6 +52,27 @@ def live_line(record: dict[str, Any]) -> str | None:
     return f"{clock}  {record['src']:<11} {text}"
 
 
+def live_printer(quiet: bool = False) -> Callable[[dict[str, Any]], None]:
+    """An on_line sink for run_scenario that prints the live timeline."""
+
+    def on_line(record: dict[str, Any]) -> None:
+        line = live_line(record)
+        if line and not quiet:
+            print(line, flush=True)
+
+    return on_line
+
+
+def print_outcome(result: RunResult, title: str) -> None:
+    """The checks with their evidence, then one verdict line with the speed-up and the outputs."""
+    print()
+    for check in result.checks:
+        print(f"  {'PASS' if check.passed else 'FAIL'}  {check.check}: {check.evidence}")
+    s = result.summary
+    print(f"\n{title}: {'PASSED' if result.passed else 'FAILED'}; {s['duration_s']:g} s simulated in "
+          f"{s['wall_s']:.1f} s ({s['speedup']}x); report: {result.out_dir / 'report.html'}")  # fmt: skip
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from hil.runner import run_scenario
 
@@ -60,19 +83,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path("hil-out") / scenario.name
-
-    def on_line(record: dict[str, Any]) -> None:
-        line = live_line(record)
-        if line and not args.quiet:
-            print(line, flush=True)
-
+    on_line = live_printer(args.quiet)
     result = asyncio.run(run_scenario(scenario, path.parent, out, realtime=args.realtime, on_line=on_line))
-    print()
-    for check in result.checks:
-        print(f"  {'PASS' if check.passed else 'FAIL'}  {check.check}: {check.evidence}")
-    s = result.summary
-    print(f"\n{scenario.name}: {'PASSED' if result.passed else 'FAILED'}; {s['duration_s']:g} s simulated in "
-          f"{s['wall_s']:.1f} s ({s['speedup']}x); outputs in {out}/")  # fmt: skip
+    print_outcome(result, scenario.name)
     return 0 if result.passed else 1
 
 

@@ -118,7 +118,7 @@ def test_demo_runs_a_full_session_and_writes_the_report(tmp_path: Path, capsys: 
 
     assert asyncio.run(run_demo(tmp_path)) == 0
     out = capsys.readouterr().out
-    for expected in ("B2 -> C2", "limit ems = 16 A", "fault rcd_tripped RAISED", "EVDisconnected", "demo OK"):
+    for expected in ("B2 -> C2", "limit ems = 16 A", "fault rcd_tripped RAISED", "EVDisconnected", "demo: PASSED"):
         assert expected in out
     assert (tmp_path / "report.html").is_file() and (tmp_path / "trace.jsonl").is_file()
 
