@@ -24,7 +24,6 @@ import os
 import select
 import threading
 import time
-import tty
 from typing import Protocol
 
 from hal.clock import RealClock
@@ -55,6 +54,7 @@ from hal.drivers.mcu_frames import (
     reply_type,
 )
 from hal.sim.plant import Plant
+from hal.sim.pty import PtyPeer, open_raw_pty
 from hal.types import PilotMode
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,9 @@ def classify_pilot(high_mv: int) -> CpState:
     return CpState.UNKNOWN
 
 
-class CoprocessorSim:
+class CoprocessorSim(PtyPeer):
+    _thread_name = "coprocessor-sim"
+
     """The co-processor firmware's behaviour, speaking the wire protocol on ``fd`` (a pty master)."""
 
     def __init__(
@@ -115,8 +117,7 @@ class CoprocessorSim:
         reset_reason: ResetReason = ResetReason.POWER_ON,
         keep_fd: int | None = None,
     ) -> None:
-        self._fd = fd
-        self._keep_fd = keep_fd
+        super().__init__(fd, keep_fd)
         self.plant = plant
         self._clock = clock or RealClock()
         self.protocol_version = protocol_version
@@ -126,8 +127,6 @@ class CoprocessorSim:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.status_period_s = status_period_s
         self._lock = threading.RLock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._decoder = FrameDecoder()
         self._last_rx_real = time.monotonic()
         # --- fault knobs
@@ -149,38 +148,10 @@ class CoprocessorSim:
     @classmethod
     def open_pty(cls, plant: Plant, **kwargs: object) -> tuple[CoprocessorSim, str]:
         """Create a pty pair, start a simulator on the master and return it with the slave path."""
-        master, slave = os.openpty()
-        tty.setraw(slave)  # binary frames: no echo, no CR/LF translation (pyserial sets raw too)
-        os.set_blocking(master, False)
-        path = os.ttyname(slave)
+        master, slave, path = open_raw_pty()
         sim = cls(master, plant, keep_fd=slave, **kwargs)  # type: ignore[arg-type]
         sim.start()
         return sim, path
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, name="coprocessor-sim", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            self._thread = None
-        for fd in (self._fd, self._keep_fd):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._keep_fd = None
-
-    def __enter__(self) -> CoprocessorSim:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ fault injection
     @property
