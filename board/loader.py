@@ -7,6 +7,7 @@ board file names the file, the field, the value and what would be allowed.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,19 +43,24 @@ def resolve(board: str | Path) -> Path:
     raise BoardError(board, [f"no such board file, and not a shipped board; shipped: {', '.join(shipped)}"])
 
 
-def load_board(board: str | Path) -> BoardConfig:
-    path = resolve(board)
+def read_toml(path: Path, error: Callable[[Path, list[str]], Exception]) -> dict[str, Any]:
+    """A TOML file as a dict; unreadable, non-UTF-8 or invalid TOML raises ``error`` naming the file
+    (board files and rig files share this)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise BoardError(path, [f"cannot read: {exc.strerror or exc}"]) from exc
+        raise error(path, [f"cannot read: {exc.strerror or exc}"]) from exc
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise BoardError(path, [f"not UTF-8 text: {exc}"]) from exc
+        raise error(path, [f"not UTF-8 text: {exc}"]) from exc
     except tomllib.TOMLDecodeError as exc:
-        raise BoardError(path, [f"not valid TOML: {exc}"]) from exc
-    return parse_board(data, path)
+        raise error(path, [f"not valid TOML: {exc}"]) from exc
+
+
+def load_board(board: str | Path) -> BoardConfig:
+    path = resolve(board)
+    return parse_board(read_toml(path, BoardError), path)
 
 
 def parse_board(data: dict[str, Any], path: Path | str = "<board>") -> BoardConfig:

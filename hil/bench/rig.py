@@ -12,12 +12,13 @@ The wiring behind every field is described in docs/hil-bench.md.
 
 from __future__ import annotations
 
-import tomllib
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from board.loader import read_toml
 
 RIG_FORMAT = 1
 #: BCM numbers of the 40-pin header's GPIOs (the same range board files accept).
@@ -156,17 +157,7 @@ class RigError(Exception):
 
 def load_rig(path: str | Path) -> RigConfig:
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise RigError(path, [f"cannot read: {exc.strerror or exc}"]) from exc
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise RigError(path, [f"not UTF-8 text: {exc}"]) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise RigError(path, [f"not valid TOML: {exc}"]) from exc
-    return parse_rig(data, path)
+    return parse_rig(read_toml(path, RigError), path)
 
 
 def parse_rig(data: dict[str, Any], path: Path | str = "<rig>") -> RigConfig:
