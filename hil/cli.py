@@ -1,8 +1,13 @@
 """``evse-hil``: run and validate HIL scenarios (docs/hil-formats.md).
 
 evse-hil run SCENARIO.yaml [--out DIR] [--realtime] [--quiet]
+evse-hil run SCENARIO.yaml --bench RIG.toml --i-have-an-emergency-stop [--out DIR] [--quiet]
 evse-hil validate SCENARIO.yaml ...
 evse-hil list
+
+``run`` exits 0 when every check passed, 1 when one failed, 2 when the scenario (or, in bench mode, the
+confirmation, the rig file, the board or their pins) was refused before anything ran, and 3 when a
+bench run was aborted by the E-stop or failed (its safe stop ran first).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hil.runner import RunResult
-from hil.scenario import ScenarioError, load_scenario
+from hil.scenario import Scenario, ScenarioError, load_scenario
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
@@ -84,8 +89,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out) if args.out else Path("hil-out") / scenario.name
     on_line = live_printer(args.quiet)
+    if args.bench is not None:
+        return _run_bench(args, scenario, path, out, on_line)
     result = asyncio.run(run_scenario(scenario, path.parent, out, realtime=args.realtime, on_line=on_line))
     print_outcome(result, scenario.name)
+    return 0 if result.passed else 1
+
+
+def _run_bench(
+    args: argparse.Namespace, scenario: Scenario, path: Path, out: Path, on_line: Callable[[dict[str, Any]], None]
+) -> int:
+    """Bench mode (hil/bench/session.py): always real time, on the rig described by ``--bench``."""
+    from board.loader import BoardError
+    from hal.errors import HalError
+    from hil.bench.rig import RigError
+    from hil.bench.safety import ConfirmationMissing, SafeStopError
+    from hil.bench.session import BenchError, run_bench
+
+    try:
+        result = asyncio.run(
+            run_bench(scenario, path.parent, out, args.bench, confirmed=args.i_have_an_emergency_stop, on_line=on_line)
+        )
+    except (ConfirmationMissing, RigError, BoardError, BenchError) as exc:
+        print(f"bench mode refused: {exc}", file=sys.stderr)
+        return 2
+    except (HalError, SafeStopError, OSError) as exc:
+        print(f"bench run failed (safe stop done): {exc}", file=sys.stderr)
+        for note in getattr(exc, "__notes__", []):
+            print(note, file=sys.stderr)
+        return 3
+    print_outcome(result, scenario.name)
+    aborted = result.summary.get("aborted")
+    if aborted:
+        print(f"ABORTED: {aborted}", file=sys.stderr)
+        for error in result.summary.get("safe_stop_errors", []):
+            print(f"  safe stop: {error}", file=sys.stderr)
+        return 3
     return 0 if result.passed else 1
 
 
@@ -120,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default hil-out/<name>)")
     p.add_argument("--realtime", action="store_true", help="run in real time instead of virtual time")
     p.add_argument("--quiet", action="store_true", help="no live timeline")
+    p.add_argument("--bench", metavar="RIG.toml", help="run on the bench described by this rig file (real time)")
+    p.add_argument(
+        "--i-have-an-emergency-stop",
+        action="store_true",
+        help="bench mode: confirm you are at the bench with the emergency stop within reach",
+    )
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("validate", help="check scenario files")
     p.add_argument("scenarios", nargs="+")

@@ -30,7 +30,7 @@ from hal.sim.gpio_wiring import LockWiring
 from hal.sim.plant import Plant
 from hil.expect import CheckResult, RunFacts, evaluate
 from hil.models.ev import AcEv
-from hil.scenario import EventSpec, EvSpec, Scenario
+from hil.scenario import CheckSpec, EventSpec, EvSpec, Scenario
 from hil.site import Site
 from hil.trace import TRACE_FORMAT, TraceWriter
 
@@ -343,6 +343,13 @@ class ScenarioRun:
                     part.jammed = on
 
 
+def _check_params(spec: CheckSpec) -> dict[str, Any]:
+    """A check's parameters as hil.expect.evaluate reports them."""
+    params = spec.model_dump(exclude_none=True, exclude_defaults=True)
+    params.pop("check", None)
+    return params
+
+
 def _action_fields(event: EventSpec) -> dict[str, Any]:
     fields = event.model_dump(exclude_none=True, by_alias=True)
     fields.pop("at", None)
@@ -386,6 +393,13 @@ def write_junit(path: Path, scenario: Scenario, checks: list[CheckResult], secon
     tree.write(path, encoding="utf-8", xml_declaration=True)
 
 
+def prepare_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` and drop the journals of an earlier run (a run starts with no sessions)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("journal-*.db*"):
+        stale.unlink()
+
+
 async def run_scenario(
     scenario: Scenario,
     base_dir: Path,
@@ -395,9 +409,7 @@ async def run_scenario(
     on_line: LineSink | None = None,
     report: bool = True,
 ) -> RunResult:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob("journal-*.db*"):
-        stale.unlink()
+    prepare_out_dir(out_dir)
     wall = time.perf_counter()
     run = ScenarioRun(scenario, base_dir, out_dir, realtime=realtime, on_line=on_line)
     try:
@@ -405,7 +417,22 @@ async def run_scenario(
         await run.run()
     finally:
         await run.close()
-    wall_s = time.perf_counter() - wall
+    return write_outputs(run, time.perf_counter() - wall, report=report)
+
+
+def write_outputs(
+    run: ScenarioRun,
+    wall_s: float,
+    *,
+    report: bool = True,
+    abort: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> RunResult:
+    """Evaluate the checks on a finished run and write summary.json, junit.xml and report.html.
+
+    ``abort`` (the evidence, e.g. ``"aborted: E-stop ..."``) marks a run that was cut short: it proves
+    nothing, so every check fails with that evidence. ``extra`` adds fields to the summary."""
+    scenario, out_dir = run.scenario, run.out_dir
     sessions = {n: _journal_sessions(out_dir / f"journal-{n}.db") for n in run.chargers}
     facts = RunFacts(
         scenario=scenario,
@@ -413,7 +440,10 @@ async def run_scenario(
         sessions=sessions,
         ev_connector={ev.id: ev.connector for ev in scenario.evs},
     )
-    checks = [evaluate(spec, facts) for spec in scenario.expect]
+    if abort is None:
+        checks = [evaluate(spec, facts) for spec in scenario.expect]
+    else:
+        checks = [CheckResult(spec.check, _check_params(spec), False, abort) for spec in scenario.expect]
     site = [r for r in run.trace.records if r["ev"] == "site_power"]
     summary: dict[str, Any] = {
         "format": TRACE_FORMAT,
@@ -424,7 +454,7 @@ async def run_scenario(
         "duration_s": scenario.duration,
         "wall_s": round(wall_s, 3),
         "speedup": round(scenario.duration / wall_s, 1) if wall_s > 0 else None,
-        "passed": all(c.passed for c in checks),
+        "passed": abort is None and all(c.passed for c in checks),
         "checks": [asdict(c) for c in checks],
         "sessions": [
             {
@@ -440,6 +470,7 @@ async def run_scenario(
         ],
         "peak_site_power_w": max((r["W"] for r in site), default=None),
         "grid_limit_w": run.site.grid_limit_w,
+        **(extra or {}),
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     write_junit(out_dir / "junit.xml", scenario, checks, wall_s)
