@@ -39,11 +39,14 @@ class SimulatedCharger:
         before_start: Callable[[Plant], None] | None = None,
         clock: VirtualClock | RealClock | None = None,
         journal_wall_clock: Callable[[], float] | None = None,
+        allow_real_board: bool = False,
     ) -> None:
         self.config = load_board(board)
         self.before_start = before_start  # sets the plant up before the firmware boots (an EV already plugged)
-        if not self.config.board.simulated:
-            raise ValueError(f"{self.config.board.name} is not a simulated board")
+        # A real board only makes sense in real time: the HIL bench runs the same life cycle on one.
+        real_time = clock is not None and not isinstance(clock, VirtualClock)
+        if not self.config.board.simulated and not (allow_real_board and real_time):
+            raise ValueError(f"{self.config.board.name} is not a simulated board (a real board needs real time)")
         # Several chargers of one site share a clock; RealClock runs the same rig in real time.
         self.clock = clock if clock is not None else VirtualClock()
         # The journal stamps sessions with wall-clock time; a rig may pass scenario time instead.

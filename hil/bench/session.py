@@ -53,10 +53,8 @@ from board.loader import load_board, resolve, shipped_boards
 from board.schema import BoardConfig
 from firmware.connector import ConnectorSettings
 from firmware.iec61851.pilot import MIN_OFFER_A, current_for_duty
-from firmware.journal import Journal
 from firmware.simulation import SimulatedCharger
 from hal.buses import gpio_pin_factory, open_serial
-from hal.clock import RealClock, VirtualClock
 from hal.types import PilotMode
 from hil.bench.estop import EStopMonitor
 from hil.bench.ev_emulator import RelayEvEmulator
@@ -188,31 +186,6 @@ def check_scenario(scenario: Scenario, rig: RigConfig, board: BoardConfig) -> li
 
 
 # ----------------------------------------------------------------------------------- the board
-class BoardCharger(SimulatedCharger):
-    """:class:`SimulatedCharger`'s life cycle (open the HAL, boot the firmware, close) for any board,
-    real or simulated, on the bench's real-time clock. ``SimulatedCharger.__init__`` refuses real
-    boards, so this constructor sets the same fields itself."""
-
-    def __init__(
-        self,
-        board: Path,
-        *,
-        journal_path: Path,
-        settings: ConnectorSettings,
-        on_event: Callable[[str, dict[str, Any]], None],
-        clock: VirtualClock | RealClock,
-        journal_wall_clock: Callable[[], float],
-    ) -> None:
-        self.config = load_board(board)
-        self.before_start = None
-        self.clock = clock
-        self.journal = Journal(journal_path, wall_clock=journal_wall_clock)
-        self.settings = settings
-        self.on_event = on_event
-        self.hal = None
-        self.connector = None
-
-
 # ----------------------------------------------------------------------------------- the run
 class BenchRun(ScenarioRun):
     """One bench run: the rig's instruments, the board and the scenario under the E-stop watch.
@@ -384,8 +357,9 @@ class BenchRun(ScenarioRun):
     async def start(self) -> None:
         """Open the scenario's board and boot the firmware on it (connector 1)."""
         settings = self.scenario.settings
-        charger = BoardCharger(
+        charger = SimulatedCharger(
             self._board_path(),
+            allow_real_board=True,
             journal_path=self.out_dir / "journal-1.db",
             settings=ConnectorSettings(free_charging=settings.free_charging, fallback_a=settings.fallback_a),
             on_event=self._sink(1),
