@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -104,20 +104,6 @@ class EvSpec(_Model):
 
 
 # ------------------------------------------------------------------------------------------ events
-FAULTS = (
-    "diode_short",
-    "pilot_short",
-    "welding",
-    "contactor_stuck_open",
-    "rcd_trip",
-    "pp_open",
-    "pp_invalid",
-    "overcurrent",
-    "stuck_in_c",
-    "meter_garbage",
-    "overtemperature",
-    "lock_jam",
-)
 FaultName = Literal[
     "diode_short",
     "pilot_short",
@@ -132,6 +118,10 @@ FaultName = Literal[
     "overtemperature",
     "lock_jam",
 ]
+
+
+#: The injectable faults (docs/hil-formats.md), derived from the type so the two cannot drift apart.
+FAULTS: tuple[str, ...] = get_args(FaultName)
 
 
 class EventSpec(_Model):
