@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 import xml.etree.ElementTree as ET
@@ -30,7 +31,7 @@ from hal.sim.gpio_wiring import LockWiring
 from hal.sim.plant import Plant
 from hil.expect import CheckResult, RunFacts, evaluate
 from hil.models.ev import AcEv
-from hil.scenario import CheckSpec, EventSpec, EvSpec, Scenario
+from hil.scenario import EV_FAULTS, CheckSpec, EventSpec, EvSpec, Scenario
 from hil.site import Site
 from hil.trace import TRACE_FORMAT, TraceWriter
 
@@ -306,7 +307,7 @@ class ScenarioRun:
     def _fault(self, charger: SimulatedCharger, ev: AcEv | None, event: EventSpec, *, on: bool) -> None:
         plant = charger.plant
         fault = event.fault
-        if fault in ("diode_short", "pilot_short", "pp_open", "pp_invalid", "overcurrent", "stuck_in_c"):
+        if fault in EV_FAULTS:
             assert ev is not None
             if fault == "diode_short":
                 ev.diode_short(on)
@@ -412,11 +413,18 @@ async def run_scenario(
     prepare_out_dir(out_dir)
     wall = time.perf_counter()
     run = ScenarioRun(scenario, base_dir, out_dir, realtime=realtime, on_line=on_line)
+    # The firmware's log goes into the run's directory (firmware.log), next to the trace.
+    log_handler = logging.FileHandler(out_dir / "firmware.log", mode="w", encoding="utf-8")
+    log_handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(log_handler)
     try:
         await run.start()
         await run.run()
     finally:
         await run.close()
+        root.removeHandler(log_handler)
+        log_handler.close()
     return write_outputs(run, time.perf_counter() - wall, report=report)
 
 

@@ -122,6 +122,8 @@ FaultName = Literal[
 
 #: The injectable faults (docs/hil-formats.md), derived from the type so the two cannot drift apart.
 FAULTS: tuple[str, ...] = get_args(FaultName)
+#: The faults that belong to the EV (its pilot circuit, cable and current draw), not to the charger.
+EV_FAULTS = frozenset({"diode_short", "pilot_short", "pp_open", "pp_invalid", "overcurrent", "stuck_in_c"})
 
 
 class EventSpec(_Model):
@@ -176,9 +178,7 @@ class EventSpec(_Model):
             raise ValueError("fault 'overcurrent' needs amps (the current the EV draws)")
         if self.action == "fault" and self.fault == "overtemperature" and (self.sensor is None or self.celsius is None):
             raise ValueError("fault 'overtemperature' needs sensor and celsius")
-        if self.fault in ("diode_short", "pilot_short", "pp_open", "pp_invalid", "overcurrent", "stuck_in_c") and (
-            self.ev is None
-        ):
+        if self.fault in EV_FAULTS and (self.ev is None):
             raise ValueError(f"fault {self.fault!r} is the EV's: name the ev")
         if self.action == "grid" and self.voltage_v is None and self.frequency_hz is None:
             raise ValueError("action 'grid' needs voltage_v and/or frequency_hz")

@@ -62,7 +62,7 @@ from hil.bench.rig import RigConfig, load_rig
 from hil.bench.safety import LOAD_STEP_TIMEOUT_S, SafeStopError, require_confirmation, safe_stop
 from hil.bench.scpi_load import READ_POLL_S, ScpiLoad
 from hil.runner import MODEL_STEP_S, LineSink, RunResult, ScenarioRun, _action_fields, prepare_out_dir, write_outputs
-from hil.scenario import EventSpec, Scenario
+from hil.scenario import EV_FAULTS, EventSpec, Scenario
 from hil.trace import TRACE_FORMAT
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,6 @@ log = logging.getLogger(__name__)
 MEASURE_PERIOD_S = 1.0
 #: Faults the rig plays with the EV emulator or the load; the others are injected into a simulated
 #: board's plant and cannot be on a real board.
-EV_FAULTS = frozenset({"diode_short", "pilot_short", "pp_open", "pp_invalid", "overcurrent", "stuck_in_c"})
 #: Raspberry Pi SPI pins (BCM), Raspberry Pi documentation "SPI": SPI0 MISO 9, MOSI 10, SCLK 11, CE0 8,
 #: CE1 7; SPI1 MISO 19, MOSI 20, SCLK 21, CE0 18, CE1 17, CE2 16. Claimed by the kernel's spidev.
 SPI_DATA_PINS: dict[int, tuple[int, ...]] = {0: (9, 10, 11), 1: (19, 20, 21)}
