@@ -29,6 +29,7 @@ from board.schema import (
     GpioRcd,
 )
 from hal.buses import gpio_pin_factory, open_can, open_serial, open_spi
+from hal.changes import ChangeSignal
 from hal.clock import Clock, RealClock
 from hal.drivers.adc_pilot import AdcPilotSense as AdcPilotSenseDriver
 from hal.drivers.adc_proximity import AdcProximityPilot
@@ -105,6 +106,8 @@ class BoardHal:
     indicator: Indicator | None = None
     mcu: McuLink | None = None
     sim: SimWorld | None = None
+    #: Set on simulated boards whose every input reports its changes (hal.changes); None: poll.
+    changes: ChangeSignal | None = None
     _closers: list[Closer] = field(default_factory=list, repr=False)
 
     async def settle(self, seconds: float = 0.05) -> None:
@@ -161,7 +164,11 @@ class _Builder:
                 )
             self.closers.append(self.pin_factory.close)
             if self.sim is not None:
+                from hal.sim.gpio_pins import SignallingMockFactory
                 from hal.sim.gpio_wiring import GpioWiring
+
+                if isinstance(self.pin_factory, SignallingMockFactory):
+                    self.pin_factory.changes = self.sim.plant.changes  # one signal for the whole board
 
                 self.sim.wiring = GpioWiring(self.sim.plant, self.pin_factory, self.clock)
         if buses.spi is not None and self.sim is not None:
@@ -215,7 +222,11 @@ class _Builder:
             if self.sim is not None:
                 from hal.sim.mcp3x0x import Mcp3x0xSim
 
-                self.sim.spi.attach(adc.spi_bus, adc.spi_device, Mcp3x0xSim(adc.chip, vref_v=adc.vref_v))
+                self.sim.spi.attach(
+                    adc.spi_bus,
+                    adc.spi_device,
+                    Mcp3x0xSim(adc.chip, vref_v=adc.vref_v, changes=self.sim.plant.changes),
+                )
             spi = open_spi(adc.spi_bus, adc.spi_device, max_speed_hz=adc.max_speed_hz, factory=self.spi_factory)
             self.closers.append(spi.close)
             self.adc = Mcp3x0x(
@@ -531,6 +542,8 @@ async def open_board(
             indicator=b.indicator(),
             mcu=b.mcu,
             sim=b.sim,
+            # A co-processor's readings arrive over its serial link, which tells nobody: poll those.
+            changes=b.sim.plant.changes if b.sim is not None and b.sim.coprocessor is None else None,
             _closers=b.closers,
         )
     except BaseException:
@@ -538,7 +551,7 @@ async def open_board(
         raise
     if b.sim is not None and b.sim.wiring is not None:
         b.sim.wiring.update()
-        task = asyncio.create_task(b.sim.wiring.run(0.005))
+        task = asyncio.create_task(b.sim.wiring.run(0.005, changes=b.sim.plant.changes))
         b.sim.tasks.append(task)
 
         async def cancel() -> None:

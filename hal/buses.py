@@ -62,11 +62,12 @@ def open_spi(
 
 def gpio_pin_factory(kind: str, chip: int = 0) -> Any:
     """A gpiozero pin factory: ``lgpio`` on a Pi (any model, including the Pi 5's RP1), ``mock`` for
-    simulation (gpiozero's own ``MockFactory`` with PWM-capable pins)."""
+    simulation (gpiozero's own ``MockFactory`` with PWM-capable pins that report level changes,
+    :mod:`hal.sim.gpio_pins`)."""
     if kind == "mock":
-        from gpiozero.pins.mock import MockFactory, MockPWMPin
+        from hal.sim.gpio_pins import SignallingMockFactory
 
-        return MockFactory(pin_class=MockPWMPin)
+        return SignallingMockFactory()
     if kind == "lgpio":
         try:
             from gpiozero.pins.lgpio import LGPIOFactory

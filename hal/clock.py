@@ -66,6 +66,8 @@ class VirtualClock:
         await _settle()
         while self._sleepers and self._sleepers[0][0] <= target:
             due, _, fut = heapq.heappop(self._sleepers)
+            if fut.cancelled():
+                continue  # a timeout that lost its race (ChangeSignal.wait): no reason to stop here
             self._now = max(self._now, due)
             if not fut.done():
                 fut.set_result(None)

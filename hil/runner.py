@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import sqlite3
 import time
 import xml.etree.ElementTree as ET
@@ -25,6 +26,7 @@ from firmware.connector import ConnectorSettings
 from firmware.limits import Limit
 from firmware.safety.faults import FaultCode
 from firmware.simulation import SimulatedCharger
+from hal.changes import wait_any
 from hal.clock import RealClock, VirtualClock
 from hal.sim.atm90e32 import Atm90e32Fault
 from hal.sim.gpio_wiring import LockWiring
@@ -37,6 +39,9 @@ from hil.trace import TRACE_FORMAT, TraceWriter
 
 #: EV and site models are stepped this often (virtual or real seconds).
 MODEL_STEP_S = 0.1
+#: In virtual time, a model step in which nothing can change is skipped, but not for longer than this
+#: (the battery, its taper and the power trace still move).
+MODEL_IDLE_STEP_S = 1.0
 #: Power and site power are traced at most this often when steady (changes are traced at once).
 POWER_TRACE_PERIOD_S = 1.0
 #: Residual current injected by the ``rcd_trip`` fault (above the 6 mA DC and 30 mA AC thresholds).
@@ -196,9 +201,33 @@ class ScenarioRun:
         return sorted(actions, key=lambda a: (a[0], a[1]))
 
     async def model_loop(self) -> None:
+        """Step the EV and site models on a grid of MODEL_STEP_S. In virtual time, steps in which nothing
+        can change are skipped: the loop sleeps until a board's inputs change (hal.changes: the pilot,
+        the contacts), a model's own timer falls due (AcEv.next_due, a site profile step) or
+        MODEL_IDLE_STEP_S passed, and then steps at the next grid point, as the every-step loop would."""
+        signals = [c.plant.changes for c in self.chargers.values()] if isinstance(self.clock, VirtualClock) else []
+        start = self.clock.monotonic()
+        tick = 0
         while True:
             self.step_models()
-            await self.clock.sleep(MODEL_STEP_S)
+            if not signals:
+                await self.clock.sleep(MODEL_STEP_S)
+                continue
+            watched = [(signal, signal.count) for signal in signals]  # after the step: its own changes do not count
+            now = self.clock.monotonic()
+            wake = now + MODEL_IDLE_STEP_S
+            for ev in self.evs.values():
+                due = ev.next_due(now)
+                wake = min(wake, due) if due is not None else wake
+            site_due = self.site.next_change(now - self.t0)
+            wake = min(wake, site_due + self.t0) if site_due is not None else wake
+            tick = max(tick + 1, math.ceil((wake - start) / MODEL_STEP_S - 1e-6))
+            if await wait_any(watched, self.clock, start + tick * MODEL_STEP_S - now):
+                # Something changed between steps: step at the next grid point.
+                tick = math.floor((self.clock.monotonic() - start) / MODEL_STEP_S + 1e-6) + 1
+                await self.clock.sleep(start + tick * MODEL_STEP_S - self.clock.monotonic())
+            elif self.clock.monotonic() < start + tick * MODEL_STEP_S - 1e-9:
+                await self.clock.sleep(start + tick * MODEL_STEP_S - self.clock.monotonic())
 
     def step_models(self) -> None:
         now = self.now()

@@ -43,6 +43,11 @@ class ProfileSeries:
         i = bisect.bisect_right(self._times, t) - 1
         return self.points[i][1] if i >= 0 else 0.0
 
+    def next_change(self, t: float) -> float | None:
+        """The first step after ``t``, None after the last one."""
+        i = bisect.bisect_right(self._times, t)
+        return self._times[i] if i < len(self._times) else None
+
 
 def _is_number(text: str) -> bool:
     try:
@@ -68,6 +73,11 @@ class Site:
         self.frequency_hz = spec.frequency_hz
         self.building = ProfileSeries.from_spec(spec.building_load_kw, base_dir) if spec.building_load_kw else None
         self.pv = ProfileSeries.from_spec(spec.pv_kw, base_dir) if spec.pv_kw else None
+
+    def next_change(self, now: float) -> float | None:
+        """When the building load or the PV output steps next (scenario time)."""
+        times = [t for p in (self.building, self.pv) if p is not None and (t := p.next_change(now)) is not None]
+        return min(times) if times else None
 
     def power(self, now: float, chargers_w: float) -> SitePower:
         building = self.building.at(now) * 1000 if self.building else 0.0

@@ -7,13 +7,13 @@ winding) and drive the input pins with ``drive_high()``/``drive_low()`` the way 
 sensors would (mirror contact, RCD trip output, lock feedback switch, IMD relays), consulting
 :class:`hal.sim.plant.Plant` for the physical world.
 
-Polling, not callbacks: gpiozero's mock pins fire ``when_changed`` only for inputs driven from
-outside, never when a driver writes an output, and several behaviours here are delays (a contactor
-needs time to close, a self-test takes seconds). So each part has ``update(now)``, and
-:class:`GpioWiring` calls every part with the injected clock's time: call :meth:`GpioWiring.update`
-after each command in a test, or start :meth:`GpioWiring.run` as a task next to the drivers (on a
-:class:`hal.clock.VirtualClock` that is deterministic). A change is noticed at the next update, so
-delays are quantised to the update period.
+Each part has ``update(now)``, and :class:`GpioWiring` calls every part with the injected clock's
+time: call :meth:`GpioWiring.update` after each command in a test, or start :meth:`GpioWiring.run`
+as a task next to the drivers (on a :class:`hal.clock.VirtualClock` that is deterministic). Given
+the board's :class:`hal.changes.ChangeSignal` (notified by the plant's knobs and by the pins of
+:mod:`hal.sim.gpio_pins`), ``run`` updates when something changed or when a part's delay falls due
+(``next_due``: a contactor closing, an RCD responding, a lock travelling, an IMD self-test) and
+sleeps otherwise; without it, it polls every period and delays are quantised to that period.
 
 An output pin that no driver holds (never claimed, or released) is read as *inactive*: the board's
 pull resistors hold undriven outputs in their off state. Fault knobs that the plant does not have
@@ -27,6 +27,7 @@ import math
 import weakref
 from typing import Any, Protocol
 
+from hal.changes import ChangeSignal
 from hal.clock import Clock
 from hal.sim.plant import Plant
 from hal.types import PILOT_DUTY_MAX_PERMILLE, PilotMode
@@ -43,8 +44,26 @@ IMD_NOMINAL_V = 500.0
 IMD_TEST_PRESS_S = 1.5
 
 
+#: Slack on delay comparisons: a part woken exactly at ``since + delay`` must see the delay as over
+#: even when floating-point subtraction comes out one ulp short.
+_EPS = 1e-9
+
+
 class WiringPart(Protocol):
+    """``update(now)`` follows the pins and the plant. Parts may also define ``next_due(now)``: when
+    ``update`` would change something without any input changing (None: never); parts without it
+    are polled."""
+
     def update(self, now: float) -> None: ...
+
+
+def _elapsed(now: float, since: float, span: float) -> bool:
+    return now - since >= span - _EPS
+
+
+def _future(now: float, *times: float | None) -> float | None:
+    later = [t for t in times if t is not None and t > now + _EPS]
+    return min(later) if later else None
 
 
 # -------------------------------------------------------------------------------------- pin helpers
@@ -100,6 +119,7 @@ class PilotWiring:
         pin = _pin(self._factory, self._pwm_pin)
         level = float(pin.state) if pin.function == "output" else 0.0
         self.frequency_hz = pin.frequency if pin.function == "output" else None
+        before = (drive.mode, drive.duty)
         if self._e_pin is not None and _output_active(self._factory, self._e_pin, self._e_active_high):
             drive.mode, drive.duty = PilotMode.E, 0.0
         elif level <= 0.0:
@@ -108,6 +128,11 @@ class PilotWiring:
             drive.mode, drive.duty = PilotMode.X1, 1.0
         else:
             drive.mode, drive.duty = PilotMode.PWM, level
+        if (drive.mode, drive.duty) != before:
+            self._plant.changes.notify()  # the pilot voltage the sense circuit reads changed
+
+    def next_due(self, now: float) -> float | None:
+        return None
 
 
 # -------------------------------------------------------------------------------------- contactor
@@ -146,12 +171,17 @@ class ContactorWiring:
             self.contacts_closed = True
         elif self._plant.contactor_stuck_open:
             self.contacts_closed = False
-        elif now - self._coil_since >= self.close_delay_s:
+        elif _elapsed(now, self._coil_since, self.close_delay_s):
             self.contacts_closed = self._coil
         self._plant.contacts_closed = self.contacts_closed
         if self._mirror_pin is not None:
             level = self.contacts_closed == self._mirror_active_high
             _drive_input(self._factory, self._mirror_pin, level)
+
+    def next_due(self, now: float) -> float | None:
+        if self.contacts_closed == self._coil:
+            return None
+        return _future(now, self._coil_since + self.close_delay_s)
 
 
 # -------------------------------------------------------------------------------------------- RCD
@@ -200,16 +230,23 @@ class RcdWiring:
             self._clear_since = None
             if self._cause_since is None:
                 self._cause_since = now
-            if now - self._cause_since >= self.response_s:
+            if _elapsed(now, self._cause_since, self.response_s):
                 self.tripped = True
         else:
             self._cause_since = None
             if self.tripped:
                 if self._clear_since is None:
                     self._clear_since = now
-                if now - self._clear_since >= self.release_s:
+                if _elapsed(now, self._clear_since, self.release_s):
                     self.tripped = False
         _drive_input(self._factory, self._trip_pin, self.tripped == self._trip_active_high)
+
+    def next_due(self, now: float) -> float | None:
+        if not self.tripped and self._cause_since is not None:
+            return _future(now, self._cause_since + self.response_s)
+        if self.tripped and self._clear_since is not None and math.isfinite(self.release_s):
+            return _future(now, self._clear_since + self.release_s)
+        return None
 
 
 # ------------------------------------------------------------------------------------------- lock
@@ -251,10 +288,15 @@ class LockWiring:
             target = True if lock_on and not unlock_on else False if unlock_on and not lock_on else None
         if target != self._target:
             self._target, self._since = target, now
-        if target is not None and not self.jammed and now - self._since >= self.travel_s:
+        if target is not None and not self.jammed and _elapsed(now, self._since, self.travel_s):
             self.locked = target
         if self._feedback_pin is not None:
             _drive_input(self._factory, self._feedback_pin, self.locked == self._feedback_active_high)
+
+    def next_due(self, now: float) -> float | None:
+        if self._target is None or self.jammed or self.locked == self._target:
+            return None
+        return _future(now, self._since + self.travel_s)
 
 
 # -------------------------------------------------------------------------------------------- IMD
@@ -304,21 +346,21 @@ class ImdWiring:
         elif self._pressed_since is None:
             self._pressed_since = now
         running = self._test_started is not None and now < (
-            self._test_started + self.test_response_s + self.test_hold_s
+            self._test_started + self.test_response_s + self.test_hold_s - _EPS
         )
         if (
             pressed
             and not running
             and not self.test_broken
             and self._pressed_since is not None
-            and now - self._pressed_since >= self.press_s
+            and _elapsed(now, self._pressed_since, self.press_s)
         ):
             self._test_started, running = now, True
             self._pressed_since = math.inf  # one test per press
             self.tests_started += 1
         if not running or self._test_started is None:
             return False
-        return now >= self._test_started + self.test_response_s
+        return now >= self._test_started + self.test_response_s - _EPS
 
     def update(self, now: float) -> None:
         testing = self._testing(now)
@@ -327,6 +369,15 @@ class ImdWiring:
         _drive_input(self._factory, self._alarm_pin, alarm == self._alarm_active_high)
         if self._prealarm_pin is not None:
             _drive_input(self._factory, self._prealarm_pin, prealarm == self._prealarm_active_high)
+
+    def next_due(self, now: float) -> float | None:
+        press = None
+        if self._pressed_since is not None and math.isfinite(self._pressed_since) and not self.test_broken:
+            press = self._pressed_since + self.press_s
+        test = self._test_started
+        if test is None:
+            return _future(now, press)
+        return _future(now, press, test + self.test_response_s, test + self.test_response_s + self.test_hold_s)
 
 
 # ------------------------------------------------------------------------------------------ board
@@ -339,6 +390,7 @@ class GpioWiring:
 
     def add(self, part: WiringPart) -> WiringPart:
         self.parts.append(part)
+        self.plant.changes.notify()  # a running loop must take the new part into account
         return part
 
     def pilot(self, **kwargs: Any) -> PilotWiring:
@@ -371,10 +423,30 @@ class GpioWiring:
         for part in self.parts:
             part.update(now)
 
-    async def run(self, period_s: float = 0.005) -> None:
-        """Update every ``period_s`` of clock time until cancelled."""
+    def next_due(self, now: float, poll_s: float) -> float | None:
+        """The earliest delay of any part falling due; a part that cannot tell is polled every ``poll_s``."""
+        dues = []
+        for part in self.parts:
+            next_due = getattr(part, "next_due", None)
+            due = now + poll_s if next_due is None else next_due(now)
+            if due is not None:
+                dues.append(due)
+        return min(dues) if dues else None
+
+    async def run(self, period_s: float = 0.005, changes: ChangeSignal | None = None) -> None:
+        """Keep the parts updated until cancelled: every ``period_s`` of clock time, or, given the
+        board's ``changes`` signal, whenever something changed or a delay falls due."""
         if not period_s > 0:
             raise ValueError("period_s must be > 0")
         while True:
+            if changes is None:
+                self.update()
+                await self.clock.sleep(period_s)
+                continue
+            seen = changes.count
             self.update()
-            await self.clock.sleep(period_s)
+            if changes.count != seen:
+                continue  # this update drove an input: run again until the wiring is still
+            now = self.clock.monotonic()
+            due = self.next_due(now, period_s)
+            await changes.wait(seen, self.clock, None if due is None else max(due - now, 0.0) + _EPS)

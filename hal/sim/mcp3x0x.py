@@ -24,6 +24,8 @@ import random
 from collections.abc import Callable
 from typing import Literal
 
+from hal.changes import ChangeSignal
+
 ChipName = Literal["mcp3202", "mcp3008"]
 
 _BITS = {"mcp3202": 12, "mcp3008": 10}
@@ -33,6 +35,8 @@ _CHANNELS = {"mcp3202": 2, "mcp3008": 8}
 _NULL_AFTER_START = {"mcp3202": 4, "mcp3008": 6}
 _CONFIG_BITS = {"mcp3202": 3, "mcp3008": 4}
 _GOOD_MODES = (0, 3)
+#: Attributes a test turns to change what the chip answers.
+_KNOBS = frozenset({"vref_v", "hiz_level", "noise_lsb", "floating", "stuck_zero"})
 
 
 class Mcp3x0xSim:
@@ -51,6 +55,7 @@ class Mcp3x0xSim:
         hiz_level: int = 1,
         noise_lsb: float = 0.0,
         seed: int = 0,
+        changes: ChangeSignal | None = None,
     ) -> None:
         if chip not in _BITS:
             raise ValueError(f"unknown ADC chip {chip!r}; allowed: {', '.join(sorted(_BITS))}")
@@ -68,11 +73,24 @@ class Mcp3x0xSim:
         self.last_input: tuple[int, int | None] | None = None  # (IN+, IN-) of the last conversion
         self._inputs: dict[int, Callable[[], float]] = {}
         self._rng = random.Random(seed)
+        self.changes = changes  # notified when an input or a fault knob changes (hal.changes)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        changed = name in _KNOBS and self.__dict__.get(name) != value
+        super().__setattr__(name, value)
+        if changed:
+            self._notify()
+
+    def _notify(self) -> None:
+        changes = self.__dict__.get("changes")
+        if changes is not None:
+            changes.notify()
 
     # ------------------------------------------------------------------ inputs
     def set_channel(self, channel: int, fn: Callable[[], float]) -> None:
         self._check(channel)
         self._inputs[channel] = fn
+        self._notify()
 
     def set_channel_v(self, channel: int, volts: float) -> None:
         self.set_channel(channel, lambda: volts)

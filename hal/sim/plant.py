@@ -8,7 +8,9 @@ EV models later) turns the knobs. Nothing here talks to a driver directly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from hal.changes import ChangeSignal
 from hal.types import PilotMode
 
 # Control pilot circuit, IEC 61851-1 Annex A (standards-facts.md 1.1): +/-12 V generator behind
@@ -44,6 +46,29 @@ class PilotDrive:
     duty: float = 0.0  # 0..1, meaningful in PWM mode
 
 
+#: Knobs that only the meter chip reads, on the firmware's 1 s meter grid: setting them does not wake
+#: the firmware's polling loops (an EV model adjusts its current ten times a second).
+METER_ONLY = frozenset({"ev_current_a", "grid_voltage_v", "grid_frequency_hz", "phases"})
+
+
+class _WatchedDict(dict[str, float]):
+    """A dict that reports item changes to a :class:`ChangeSignal` (``plant.temperatures_c[n] = t``)."""
+
+    def __init__(self, data: dict[str, float], changes: ChangeSignal) -> None:
+        super().__init__(data)
+        self._changes = changes
+
+    def __setitem__(self, key: str, value: float) -> None:
+        changed = self.get(key) != value
+        super().__setitem__(key, value)
+        if changed:
+            self._changes.notify()
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._changes.notify()
+
+
 @dataclass
 class Plant:
     # --- EV on the pilot and proximity lines
@@ -65,6 +90,24 @@ class Plant:
     insulation_ohm: float = 10e6
     # --- generator state
     pilot: PilotDrive = field(default_factory=PilotDrive)
+    # --- notified whenever a knob the firmware polls changes (see hal.changes); the wiring that
+    # mutates ``pilot`` in place notifies it itself.
+    changes: ChangeSignal = field(default_factory=ChangeSignal, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.temperatures_c = _WatchedDict(self.temperatures_c, self.changes)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        changes: ChangeSignal | None = self.__dict__.get("changes")
+        if changes is None or name in METER_ONLY:
+            object.__setattr__(self, name, value)
+            return
+        if name == "temperatures_c" and not isinstance(value, _WatchedDict):
+            value = _WatchedDict(value, changes)
+        before = self.__dict__.get(name)
+        object.__setattr__(self, name, value)
+        if before != value:
+            changes.notify()
 
     # ------------------------------------------------------------------ pilot
     def cp_plateaus(self) -> tuple[float, float]:

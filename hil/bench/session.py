@@ -129,7 +129,10 @@ def board_gpio_pins(board: BoardConfig) -> dict[int, str]:
 
 
 def check_pins(rig: RigConfig, board: BoardConfig) -> list[str]:
-    """A rig GPIO the board also uses: the firmware and the rig would drive the same line."""
+    """A rig GPIO the board also uses: the firmware and the rig would drive the same line. Only lines
+    of one GPIO chip can clash: a rig on another chip (an I2C expander's /dev/gpiochipN) shares none."""
+    if board.buses.gpio is None or board.buses.gpio.chip != rig.gpio.chip:
+        return []
     used = board_gpio_pins(board)
     return [
         f"GPIO {pin} is used by the rig ({where}) and by the board {board.board.name} ({used[pin]})"

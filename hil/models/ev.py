@@ -278,6 +278,25 @@ class AcEv:
                 amps = min(aim, self.max_current_a, self._battery_limit_a())
         self._set_current(amps)
 
+    def next_due(self, now: float) -> float | None:
+        """The next time at which :meth:`step` would change something with the pilot unchanged: an
+        offer becoming perceived, the ready delay in B, the response to a withdrawn offer in C, the
+        periodic ``soc`` trace. None while unplugged (only plugging in changes anything then). A
+        runner may step less often in between; the battery integrates exactly over any interval."""
+        if not self._plugged:
+            return None
+        times = [t + self.response_s for t, _ in self._offers[1:]]
+        if self._offers and self._offers[0][0] + self.response_s > now:
+            times.append(self._offers[0][0] + self.response_s)
+        if self._state == "B" and self._offer_since is not None:
+            times.append(self._offer_since + self.ready_delay_s)
+        if self._state == "C" and self._no_offer_since is not None:
+            times.append(self._no_offer_since + self.response_s)
+        if self._last_trace_t is not None:
+            times.append(self._last_trace_t + TRACE_PERIOD_S)
+        future = [t for t in times if t > now + _EPS]
+        return min(future) if future else None
+
     def trace_events(self, now: float) -> list[dict[str, object]]:
         """The ``soc`` event to write now (the runner adds ``t``): after a change of plug, pilot state,
         fault knob or drawing on/off, and every :data:`TRACE_PERIOD_S` while plugged."""

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from board.loader import load_board, resolve
 from hil.bench.rig import RigError, load_rig, parse_rig
+from hil.bench.session import board_gpio_pins, check_pins
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "hil" / "bench" / "example-rig.toml"
 _DELETE = object()
@@ -27,12 +29,26 @@ def test_the_example_rig_loads() -> None:
     assert rig.rig.name == "example-bench"
     assert rig.gpio.factory == "lgpio"
     assert rig.ev.relay_active_high is False and rig.ev.cable_a == 32
-    assert rig.ev.pp_pin(32) == 21 and rig.ev.pp_pin(13) == 16
-    assert rig.estop.active_high is True and rig.estop.antivalent_pin == 27
+    assert rig.gpio.chip == 2  # an I2C expander: the board keeps the Pi's header
+    assert rig.ev.pp_pin(32) == 10 and rig.ev.pp_pin(13) == 8
+    assert rig.estop.active_high is True and rig.estop.antivalent_pin == 15
     assert rig.load is not None and rig.load.max_current_a == 32.0 and rig.load.baudrate == 9600
     assert rig.can is not None and rig.can.channel == "can1"
     pins = rig.gpio_pins()
-    assert pins[6] == "ev.r2_pin" and pins[26] == "estop.pin" and len(pins) == 12
+    assert pins[2] == "ev.r2_pin" and pins[14] == "estop.pin" and len(pins) == 12
+
+
+@pytest.mark.parametrize("board", ["pi-ac", "pi-mcu-ac", "pi-dc-bidi", "sim-ac"])
+def test_the_example_rig_fits_every_shipped_board_and_only_another_chip_would_clash(board: str) -> None:
+    rig = load_rig(EXAMPLE)
+    cfg = load_board(resolve(board))
+    assert check_pins(rig, cfg) == []
+    on_the_boards_chip = rig.model_copy(update={"gpio": rig.gpio.model_copy(update={"chip": 0})})
+    board_lines = set(board_gpio_pins(cfg))
+    clashes = check_pins(on_the_boards_chip, cfg)
+    assert len(clashes) == len(board_lines & set(rig.gpio_pins()))
+    if board == "pi-ac":
+        assert clashes  # pi-ac uses lines 5-8 and 13 of chip 0 too
 
 
 def test_load_and_can_are_optional() -> None:
@@ -58,8 +74,8 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
 
 BROKEN: list[tuple[Callable[[dict[str, Any]], None], list[str]]] = [
     (_set("ev.r3_c_pin", 40), ["ev.r3_c_pin: Input should be less than or equal to 27 (got 40)"]),
-    (_set("ev.r2_pin", 26), ["GPIO 26 is used twice: ev.r2_pin and estop.pin"]),
-    (_set("estop.antivalent_pin", 21), ["GPIO 21 is used twice: ev.pp_32a_pin and estop.antivalent_pin"]),
+    (_set("ev.r2_pin", 14), ["GPIO 14 is used twice: ev.r2_pin and estop.pin"]),
+    (_set("estop.antivalent_pin", 10), ["GPIO 10 is used twice: ev.pp_32a_pin and estop.antivalent_pin"]),
     (_set("ev.relay_active_high", _DELETE), ["ev.relay_active_high: missing (required)"]),
     (_set("estop.active_high", _DELETE), ["estop.active_high: missing (required)"]),
     (_set("estop", _DELETE), ["estop: missing (required)"]),
