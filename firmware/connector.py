@@ -119,6 +119,7 @@ class Connector:
         self.journal = journal
         self.settings = settings or ConnectorSettings()
         self._emit_to = on_event
+        self._listeners: list[EventSink] = []
         cfg = hal.config
         self.machine = ConnectorMachine(supports_state_e=hal.pilot.supports_state_e)
         self.machine.inputs.ventilation_available = cfg.safety.ventilation_available
@@ -159,6 +160,7 @@ class Connector:
         self._lock_force = False  # re-drive the lock although it is already commanded (a retry)
         self._lock_retries = 0
         self._recorded_totals: tuple[float, float] | None = None
+        self._deauth_reason = "DeAuthorized"
 
     # ================================================================== public API
     # Every command marks the connector dirty: the pilot loop steps the machine at its next tick
@@ -168,7 +170,10 @@ class Connector:
         self.id_tag = id_tag
         self._mark_dirty()
 
-    def deauthorize(self) -> None:
+    def deauthorize(self, reason: str = "DeAuthorized") -> None:
+        """End the authorisation; a running session stops with ``reason`` (OCPP 1.6 §7.34 Reason:
+        Local, Remote, DeAuthorized, SoftReset, UnlockCommand, ...)."""
+        self._deauth_reason = reason
         self.machine.inputs.authorized = self.settings.free_charging
         self._mark_dirty()
 
@@ -803,7 +808,7 @@ class Connector:
         if self.session_id is None and connected and i.authorized:
             self._start_session()
         elif self.session_id is not None and (not connected or not i.authorized):
-            self._stop_session("EVDisconnected" if not connected else "DeAuthorized")
+            self._stop_session("EVDisconnected" if not connected else self._deauth_reason)
 
     def _meter_wh(self) -> float:
         return self.last_meter.import_wh if self.last_meter is not None else 0.0
@@ -864,9 +869,20 @@ class Connector:
             log.error("journal: %s", exc)
 
     # ================================================================== events
+    def add_listener(self, listener: EventSink) -> None:
+        """Also send every event to ``listener`` (the OCPP uplink, a display); a listener that raises
+        is logged and never stops the connector."""
+        self._listeners.append(listener)
+
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
+        event = {"t": self.clock.monotonic(), **data}
         if self._emit_to is not None:
-            self._emit_to(kind, {"t": self.clock.monotonic(), **data})
+            self._emit_to(kind, event)
+        for listener in self._listeners:
+            try:
+                listener(kind, dict(event))
+            except Exception:
+                log.exception("event listener failed on %s", kind)
 
     def _emit_faults(self) -> None:
         events: list[FaultEvent] = self.supervisor.take_events()

@@ -1,0 +1,288 @@
+"""The OCPP 1.6 station against our embedded CSMS, in virtual time: boot, status, authorisation,
+transactions, meter values, remote control, availability, smart charging, offline queueing."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from firmware.ocpp.timestamps import is_utc_rfc3339
+from hil.csms import CsmsCallError, CsmsPolicy
+from tests.firmware.ocpp.station_rig import StationRig, station_rig
+
+FAST_METER = {"MeterValueSampleInterval": "10", "ClockAlignedDataInterval": "0"}
+
+
+async def _charge(rig: StationRig, tag: str = "TAG1", amps: float = 16.0) -> None:
+    await rig.plug("B")
+    await rig.advance(1.0)
+    assert await rig.run(rig.station.present_id(1, tag)) == "Accepted"
+    await rig.advance(1.0)
+    rig.sim.plant.ev_state = "C"
+    await rig.advance(2.0)
+    assert rig.sim.plant.contacts_closed, rig.connector.why()
+    await rig.draw(amps)
+
+
+@pytest.mark.timeout(60)
+def test_boot_then_status_of_every_connector(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with station_rig(tmp_path) as rig:
+            [boot] = rig.calls("BootNotification")
+            assert boot.payload["chargePointVendor"] == "evse-firmware"
+            assert rig.station.registration == "Accepted"
+            statuses = rig.calls("StatusNotification")
+            assert [(e.payload["connectorId"], e.payload["status"]) for e in statuses] == [(1, "Available")]
+            assert is_utc_rfc3339(statuses[0].payload["timestamp"])
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_pending_boot_is_retried_after_the_interval_and_nothing_else_is_sent(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        policy = CsmsPolicy(boot_status="Pending", heartbeat_interval_s=30)
+        async with station_rig(tmp_path, policy=policy) as rig:
+            await rig.advance(65.0)
+            boots = rig.calls("BootNotification")
+            assert len(boots) == 3  # t = 0, 30, 60
+            assert rig.calls() == boots, "only BootNotification before Accepted (1.6 §4.2)"
+            policy.boot_status = "Accepted"
+            await rig.advance(31.0)
+            assert rig.station.registration == "Accepted"
+            assert rig.calls("StatusNotification")
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_heartbeat_at_the_interval_the_csms_gave(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with station_rig(tmp_path, policy=CsmsPolicy(heartbeat_interval_s=120)) as rig:
+            await rig.advance(370.0)
+            beats = [e.t for e in rig.calls("Heartbeat")]
+            assert len(beats) == 3 and beats[1] - beats[0] == pytest.approx(120.0)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_a_charging_session_is_one_transaction_with_meter_values(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with station_rig(tmp_path, config=FAST_METER) as rig:
+            t = rig.now
+            await _charge(rig, amps=16.0)
+            await rig.advance(60.0)
+            await rig.unplug()
+            await rig.advance(5.0)
+            statuses = rig.statuses(t)
+            # B2 offered before the EV is ready is SuspendedEV (1.6 §4.9); unplugged it is Available again.
+            assert statuses[:3] == ["Preparing", "SuspendedEV", "Charging"] and statuses[-1] == "Available", statuses
+            assert "Faulted" not in statuses
+            [start] = rig.calls("StartTransaction")
+            assert start.payload["idTag"] == "TAG1" and start.payload["connectorId"] == 1
+            [tx] = rig.csms.transactions.values()
+            assert not tx["active"] and tx["stop_reason"] == "EVDisconnected"
+            samples = rig.calls("MeterValues")
+            assert len(samples) >= 5
+            assert all(s.payload["transactionId"] == int(tx["transaction_id"]) for s in samples)
+            # 16 A on 3 x 230 V for about a minute: 11 kW x 60 s = 184 Wh.
+            assert 150 <= tx["energy_wh"] <= 200, tx
+            [stop] = rig.calls("StopTransaction")
+            assert stop.payload["meterStop"] - start.payload["meterStart"] == pytest.approx(tx["energy_wh"], abs=1)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_a_blocked_id_does_not_charge(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with station_rig(tmp_path, policy=CsmsPolicy(blocked_ids={"BAD"})) as rig:
+            await rig.plug("B")
+            await rig.advance(1.0)
+            assert await rig.run(rig.station.present_id(1, "BAD")) == "Blocked"
+            rig.sim.plant.ev_state = "C"
+            await rig.advance(5.0)
+            assert not rig.sim.plant.contacts_closed and rig.calls("StartTransaction") == []
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_remote_start_and_remote_stop(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with station_rig(tmp_path, config={"AuthorizeRemoteTxRequests": "true"}) as rig:
+            await rig.plug("B")
+            await rig.advance(1.0)
+            assert (await rig.call("RemoteStartTransaction", {"idTag": "APP", "connectorId": 1}))[
+                "status"
+            ] == "Accepted"
+            await rig.advance(2.0)
+            [start] = rig.calls("StartTransaction")
+            assert start.payload["idTag"] == "APP"
+            assert [e.action for e in rig.calls("Authorize")] == ["Authorize"]  # AuthorizeRemoteTxRequests
+            [tx_id] = rig.csms.transactions
+            assert (await rig.call("RemoteStopTransaction", {"transactionId": int(tx_id)}))["status"] == "Accepted"
+            await rig.advance(2.0)
+            [stop] = rig.calls("StopTransaction")
+            assert stop.payload["reason"] == "Remote"
+            assert (await rig.call("RemoteStopTransaction", {"transactionId": 999}))["status"] == "Rejected"
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_transactions_survive_an_outage_in_order_without_loss(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with station_rig(tmp_path, config=FAST_METER) as rig:
+            await _charge(rig)
+            await rig.advance(15.0)
+            await rig.outage()
+            await rig.advance(120.0)  # offline: meter values pile up, the session ends
+            await rig.unplug()
+            await rig.advance(5.0)
+            offline = len(rig.station.outbox)
+            assert offline >= 10
+            rig.restore()
+            await rig.advance(60.0)
+            assert len(rig.station.outbox) == 0
+            [tx] = rig.csms.transactions.values()
+            assert not tx["active"] and tx["stop_reason"] == "EVDisconnected"
+            stamps = [e.payload["meterValue"][0]["timestamp"] for e in rig.calls("MeterValues")]
+            assert stamps == sorted(stamps) and len(stamps) == len(set(stamps)), "no reordering, no duplicates"
+            assert len(rig.calls("StopTransaction")) == 1
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_a_session_started_offline_gets_its_transaction_id_later(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        config = {**FAST_METER, "LocalAuthorizeOffline": "true", "AllowOfflineTxForUnknownId": "true"}
+        async with station_rig(tmp_path, config=config) as rig:
+            await rig.outage()
+            await rig.advance(5.0)
+            await _charge(rig, tag="OFFLINE")
+            await rig.advance(40.0)
+            await rig.unplug()
+            await rig.advance(2.0)
+            rig.restore()
+            await rig.advance(60.0)
+            [tx] = rig.csms.transactions.values()
+            tx_id = int(tx["transaction_id"])
+            assert all(e.payload["transactionId"] == tx_id for e in rig.calls("MeterValues"))
+            assert rig.calls("StopTransaction")[0].payload["transactionId"] == tx_id
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_a_charging_profile_sets_the_offer_and_the_composite_schedule(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with station_rig(tmp_path) as rig:
+            await _charge(rig, amps=8.0)  # below every offer of the test: no over-current
+            profile: dict[str, Any] = {
+                "chargingProfileId": 7,
+                "stackLevel": 0,
+                "chargingProfilePurpose": "TxDefaultProfile",
+                "chargingProfileKind": "Relative",
+                "chargingSchedule": {
+                    "chargingRateUnit": "A",
+                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10.0}, {"startPeriod": 600, "limit": 20.0}],
+                },
+            }
+            answer = await rig.call("SetChargingProfile", {"connectorId": 1, "csChargingProfiles": profile})
+            assert answer["status"] == "Accepted"
+            await rig.advance(1.0)
+            status = rig.connector.status()
+            assert status.offered_a == pytest.approx(10.0, abs=0.1) and "ocpp" in status.why
+            schedule = await rig.call("GetCompositeSchedule", {"connectorId": 1, "duration": 3600})
+            assert schedule["status"] == "Accepted"
+            periods = schedule["chargingSchedule"]["chargingSchedulePeriod"]
+            assert periods[0]["limit"] == 10.0
+            await rig.advance(620.0)
+            assert rig.connector.status().offered_a == pytest.approx(20.0, abs=0.1)
+            cleared = await rig.call("ClearChargingProfile", {"id": 7})
+            assert cleared["status"] == "Accepted"
+            await rig.advance(6.0)
+            assert rig.connector.status().offered_a == pytest.approx(32.0, abs=0.1)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_availability_configuration_trigger_and_unknown_calls(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with station_rig(tmp_path) as rig:
+            t = rig.now
+            answer = await rig.call("ChangeAvailability", {"connectorId": 1, "type": "Inoperative"})
+            assert answer["status"] == "Accepted"
+            await rig.advance(1.0)
+            assert rig.statuses(t)[-1] == "Unavailable"
+            await rig.plug("B")
+            await rig.advance(1.0)
+            assert await rig.run(rig.station.present_id(1, "TAG1")) == "Blocked"
+            await rig.call("ChangeAvailability", {"connectorId": 1, "type": "Operative"})
+            await rig.advance(1.0)
+            assert rig.statuses(t)[-1] == "Preparing"
+
+            keys = await rig.call("GetConfiguration", {"key": ["HeartbeatInterval", "NoSuchKey"]})
+            assert keys["unknownKey"] == ["NoSuchKey"] and keys["configurationKey"][0]["key"] == "HeartbeatInterval"
+            assert (await rig.call("ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "5"}))[
+                "status"
+            ] == "Accepted"
+            assert (await rig.call("ChangeConfiguration", {"key": "NumberOfConnectors", "value": "3"}))[
+                "status"
+            ] == "Rejected"
+            t = rig.now
+            assert (await rig.call("TriggerMessage", {"requestedMessage": "StatusNotification"}))[
+                "status"
+            ] == "Accepted"
+            await rig.advance(1.0)
+            assert rig.calls("StatusNotification", t)
+            assert (await rig.call("DataTransfer", {"vendorId": "acme"}))["status"] == "UnknownVendorId"
+            with pytest.raises(CsmsCallError):
+                await rig.call("GetDiagnostics", {"location": "ftp://127.0.0.1/x"})
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_reset_stops_the_transaction_then_calls_the_board_hook(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with station_rig(tmp_path) as rig:
+            await _charge(rig)
+            await rig.advance(5.0)
+            assert (await rig.call("Reset", {"type": "Soft"}))["status"] == "Accepted"
+            await rig.advance(3.0)
+            [stop] = rig.calls("StopTransaction")
+            assert stop.payload["reason"] == "SoftReset"
+            assert rig.resets == ["Soft"]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_malformed_frames_from_the_csms_never_stop_the_station(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with station_rig(tmp_path) as rig:
+            link = rig.links[-1]
+            for raw in (
+                '[2, "m1"',
+                "[2, 5]",
+                '[2, "m2", "NoSuchAction", {}]',
+                '[2, "m3", "Reset", {"type": 7}]',
+                "x" * 5000,
+            ):
+                await link._peer.send(raw)  # type: ignore[union-attr]  # the CSMS end of the link
+            await rig.advance(1.0)
+            await _charge(rig)
+            await rig.advance(2.0)
+            assert rig.calls("StartTransaction"), "the station still works"
+            errors = [e for e in rig.csms.events if e.dir == "rx" and e.kind == "error"]
+            assert len(errors) >= 2  # NoSuchAction and the bad Reset were answered with CALLERRORs
+
+    asyncio.run(scenario())
