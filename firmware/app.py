@@ -19,6 +19,7 @@ from board.schema import BoardConfig
 from firmware.connector import Connector, ConnectorSettings
 from firmware.control import ControlServer
 from firmware.journal import Journal
+from firmware.ocpp.station import StationSettings
 from hal.clock import RealClock
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,10 @@ async def run_firmware(
     settings: ConnectorSettings,
     stop: asyncio.Event | None = None,
     sim_ev_state: str | None = None,
+    uplink: StationSettings | None = None,
+    data_dir: Path | None = None,
 ) -> None:
+    journal_path.parent.mkdir(parents=True, exist_ok=True)
     journal, recovered = Journal.open_or_recover(journal_path)
     if recovered is not None:
         log.error("journal %s was unreadable; moved to %s and started a new one", journal_path, recovered)
@@ -49,17 +53,39 @@ async def run_firmware(
     connector = Connector(hal, clock=clock, journal=journal, settings=settings, on_event=_log_event)
     control = ControlServer(connector, control_path, plant=hal.sim.plant if hal.sim else None)
     stop = stop or asyncio.Event()
+    station = None
+    if uplink is not None:
+        from firmware.ocpp.uplink import build_station
+
+        async def reset(kind: str) -> None:
+            # The service manager (systemd Restart=always) starts the firmware again: that is the reset.
+            log.warning("the CSMS asked for a %s reset: shutting down to be restarted", kind)
+            stop.set()
+
+        station = build_station(
+            uplink,
+            {settings.connector_id: connector},
+            clock=clock,
+            data_dir=(data_dir or journal_path.parent) / "ocpp",
+            journal_path=journal_path,
+            reset_hook=reset,
+            on_ocpp=_log_ocpp,
+        )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     try:
         await connector.start()
+        if station is not None:
+            await station.start()
         await control.start()
         log.info("running board %s; control socket %s", cfg.board.name, control_path)
         await stop.wait()
     finally:
         await control.stop()
+        if station is not None:
+            await station.stop()
         await connector.stop()
         await hal.close()
         journal.close()
@@ -67,3 +93,7 @@ async def run_firmware(
 
 def _log_event(kind: str, data: dict[str, object]) -> None:
     log.info("%s %s", kind, data)
+
+
+def _log_ocpp(event: dict[str, object]) -> None:
+    log.info("ocpp %s %s %s", event.get("dir"), event.get("kind"), event.get("action"))

@@ -58,7 +58,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from firmware.demo import run_demo
     from tools.probe_cli import run_probe
 
-    status = asyncio.run(run_demo(Path(args.out)))
+    status = asyncio.run(run_demo(Path(args.out), csms_url=args.csms, ocpp=args.ocpp))
     print("\nbring-up probe of every simulated board (drivers running against bus simulators)\n")
     return status or asyncio.run(run_probe(["sim-ac", "sim-dc-bidi"], actuate=True, as_json=False))
 
@@ -87,6 +87,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from firmware.app import run_firmware
     from firmware.connector import ConnectorSettings
     from firmware.control import default_socket_path
+    from firmware.journal import JournalError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -96,10 +97,44 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     settings = ConnectorSettings(free_charging=args.free, fallback_a=args.fallback_a)
     control = Path(args.control) if args.control else default_socket_path()
+    data_dir = Path(args.data_dir)
+    journal = Path(args.journal) if args.journal else data_dir / "journal.db"
+    uplink = None
+    if args.csms:
+        from firmware.ocpp.station import StationSettings
+        from firmware.ocpp.transport import Security
+
+        password = None
+        if args.password_file:
+            try:
+                password = Path(args.password_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                print(f"evse run: cannot read the password file: {exc}", file=sys.stderr)
+                return 2
+        security = Security(
+            profile=args.security_profile,
+            password=password,
+            ca_file=Path(args.ca) if args.ca else None,
+            client_cert=Path(args.client_cert) if args.client_cert else None,
+            client_key=Path(args.client_key) if args.client_key else None,
+        )
+        uplink = StationSettings(
+            args.id or cfg.board.name,
+            version=args.ocpp,
+            csms_url=args.csms,
+            security=security,
+            model=cfg.board.name,
+        )
     try:
         asyncio.run(
             run_firmware(
-                cfg, journal_path=Path(args.journal), control_path=control, settings=settings, sim_ev_state=args.sim_ev
+                cfg,
+                journal_path=journal,
+                control_path=control,
+                settings=settings,
+                sim_ev_state=args.sim_ev,
+                uplink=uplink,
+                data_dir=data_dir,
             )
         )
     except ValueError as exc:
@@ -107,6 +142,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     except HalError as exc:
         print(f"board {cfg.board.name}: cannot open: {exc}", file=sys.stderr)
+        return 1
+    except (JournalError, OSError) as exc:
+        print(f"evse run: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -181,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the end-to-end demo on the simulated boards")
     p.add_argument("--out", default="evse-demo", help="where the demo writes its trace and report")
+    p.add_argument("--csms", metavar="URL", help="report to this CSMS (real time) instead of the embedded one")
+    p.add_argument("--ocpp", choices=("1.6", "2.0.1", "2.1"), default="1.6", help="with --csms: the OCPP version")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("faults", help="the fault catalogue: each fault's reaction and recovery rule")
@@ -192,7 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the firmware on a board (real time)")
     p.add_argument("--board", required=True, help="a board file path or a shipped board name")
-    p.add_argument("--journal", default="evse-journal.db", help="the session journal (SQLite)")
+    p.add_argument("--data-dir", default="evse-data", help="journal, OCPP configuration and lists (default: evse-data)")
+    p.add_argument("--journal", help="the session journal (SQLite); default: DATA_DIR/journal.db")
+    p.add_argument("--csms", metavar="URL", help="the CSMS to report to (ws:// or wss://); none: no OCPP uplink")
+    p.add_argument("--ocpp", choices=("1.6", "2.0.1", "2.1"), default="1.6", help="OCPP version (default 1.6)")
+    p.add_argument("--id", help="the charging station identity (default: the board name)")
+    p.add_argument(
+        "--security-profile", type=int, choices=(0, 1, 2, 3), default=0, help="OCPP security profile (default 0)"
+    )
+    p.add_argument("--password-file", help="profiles 1-2: a file holding the Basic auth password")
+    p.add_argument("--ca", help="profiles 2-3: the CSMS root certificate(s), PEM")
+    p.add_argument("--client-cert", help="profile 3: our certificate, PEM")
+    p.add_argument("--client-key", help="profile 3: our private key, PEM")
     p.add_argument("--control", help="control socket path (default: $XDG_RUNTIME_DIR/evse.sock)")
     p.add_argument("--free", action="store_true", help="offer without authorisation (free charging)")
     p.add_argument("--fallback-a", type=float, default=6.0, help="current when an external limit expires")

@@ -24,7 +24,7 @@ from hil.scenario import Scenario, ScenarioError, load_scenario
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
-_LIVE = ("state", "contactor", "fault", "session", "action", "limit")
+_LIVE = ("state", "contactor", "fault", "session", "action", "limit", "ocpp", "auth")
 
 
 def resolve_scenario(name: str) -> Path:
@@ -52,6 +52,13 @@ def live_line(record: dict[str, Any]) -> str | None:
         text = f"session {body.get('action')} {str(body.get('id'))[:8]} {body.get('reason') or ''}".rstrip()
     elif kind == "limit":
         text = f"limit {body.get('source')} = {body.get('value'):g} A"
+    elif kind == "ocpp":
+        if body.get("kind") != "call":
+            return None  # the answers would double the timeline; the trace has them
+        arrow = "->" if body.get("dir") == "tx" else "<-"
+        text = f"ocpp {arrow} {body.get('action')}"
+    elif kind == "auth":
+        text = f"id {body.get('id_tag')}: {body.get('status')}"
     else:
         text = "action " + " ".join(f"{k}={v}" for k, v in body.items())
     return f"{clock}  {record['src']:<11} {text}"

@@ -3,6 +3,7 @@ the trace after the run. Each check returns pass/fail with the evidence that dec
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ class RunFacts:
     records: list[dict[str, Any]]
     sessions: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # connector -> journal rows
     ev_connector: dict[str, int] = field(default_factory=dict)
+    backend_transactions: list[dict[str, Any]] = field(default_factory=list)  # the embedded CSMS's records
 
     def of(self, src: str, ev: str) -> list[dict[str, Any]]:
         return [r for r in self.records if r["src"] == src and r["ev"] == ev]
@@ -117,11 +119,18 @@ def _contactor_opens_within(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str
 
 
 def _authorised_intervals(facts: RunFacts, connector: int) -> list[float]:
-    return [
-        r["t"]
-        for r in facts.records
-        if r["ev"] == "action" and r.get("action") == "authorize" and r.get("connector", 1) == connector
-    ]
+    """When an authorisation happened: an ``authorize`` action, or an id the station accepted (a
+    ``swipe`` answered Accepted, a remote start the CSMS sent)."""
+    times = []
+    for r in facts.records:
+        if r["ev"] == "action" and r.get("action") == "authorize" and r.get("connector", 1) == connector:
+            times.append(r["t"])
+        elif r["ev"] == "auth" and r["src"] == f"station{connector}" and r.get("status") == "Accepted":
+            times.append(r["t"])
+        elif r["ev"] == "ocpp" and r["src"] == f"station{connector}" and r.get("dir") == "rx":
+            if r.get("kind") == "call" and r.get("action") in ("RemoteStartTransaction", "RequestStartTransaction"):
+                times.append(r["t"])
+    return sorted(times)
 
 
 def _contactor_never_closed_without(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
@@ -266,6 +275,54 @@ def _sessions(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
     return len(sessions) == spec.count, f"{len(sessions)} session(s) in the journal (expected {spec.count})"
 
 
+def _count_ok(spec: CheckSpec, n: int) -> tuple[bool, str]:
+    if spec.count is not None:
+        return n == spec.count, f"expected {spec.count}"
+    assert spec.min_count is not None
+    return n >= spec.min_count, f"expected at least {spec.min_count}"
+
+
+def _ocpp_messages(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    """Calls of ``action`` the station sent (dir tx) or received (dir rx), between from_s and to_s."""
+    lo = spec.from_s if spec.from_s is not None else -math.inf
+    hi = spec.to_s if spec.to_s is not None else math.inf
+    src = f"station{spec.connector}"
+    calls = [
+        r
+        for r in facts.of(src, "ocpp")
+        if r.get("kind") == "call"
+        and r.get("dir") == spec.dir
+        and r.get("action") == spec.action
+        and lo <= r["t"] <= hi
+    ]
+    errors = [r for r in facts.of(src, "ocpp") if r.get("kind") == "error"]
+    passed, expected = _count_ok(spec, len(calls))
+    who = "sent by" if spec.dir == "tx" else "received by"
+    return (
+        passed,
+        f"{len(calls)} {spec.action} {who} station{spec.connector} ({expected}); {len(errors)} CALLERROR(s) seen",
+    )
+
+
+def _backend_transactions(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    """Transactions the embedded CSMS recorded, all ended; each one's energy within min/max kWh."""
+    txs = facts.backend_transactions
+    passed, expected = _count_ok(spec, len(txs))
+    open_ = [t for t in txs if t.get("active")]
+    energies = [float(t.get("energy_wh") or 0.0) / 1000 for t in txs]
+    bad = [
+        e
+        for e in energies
+        if (spec.min_kwh is not None and e < spec.min_kwh - 1e-9)
+        or (spec.max_kwh is not None and e > spec.max_kwh + 1e-9)
+    ]
+    detail = ", ".join(
+        f"{t.get('transaction_id')}: {e:.3f} kWh {t.get('stop_reason') or 'open'}"
+        for t, e in zip(txs, energies, strict=True)
+    )
+    return passed and not open_ and not bad, f"{len(txs)} transaction(s) at the CSMS ({expected}): {detail or 'none'}"
+
+
 _CHECKS: dict[str, Callable[[CheckSpec, RunFacts], tuple[bool, str]]] = {
     "contactor_opens_within": _contactor_opens_within,
     "contactor_never_closed_without": _contactor_never_closed_without,
@@ -278,4 +335,6 @@ _CHECKS: dict[str, Callable[[CheckSpec, RunFacts], tuple[bool, str]]] = {
     "duty_at_most": _duty_at_most,
     "no_offer_while": _no_offer_while,
     "sessions": _sessions,
+    "ocpp_messages": _ocpp_messages,
+    "backend_transactions": _backend_transactions,
 }

@@ -10,6 +10,7 @@ point. Everything lands in the trace; the checks are evaluated on it afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -31,6 +32,7 @@ from hal.clock import RealClock, VirtualClock
 from hal.sim.atm90e32 import Atm90e32Fault
 from hal.sim.gpio_wiring import LockWiring
 from hal.sim.plant import Plant
+from hil.backend import Backend
 from hil.expect import CheckResult, RunFacts, evaluate
 from hil.models.ev import AcEv
 from hil.scenario import EV_FAULTS, CheckSpec, EventSpec, EvSpec, Scenario
@@ -82,6 +84,8 @@ class ScenarioRun:
         self.ev_plants: dict[str, Plant] = {}
         self._last_power: dict[str, tuple[float, float]] = {}
         self._last_site: tuple[float, float | None] = (-1e9, None)
+        self.backend: Backend | None = None
+        self._actions: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------ time
     def now(self) -> float:
@@ -146,6 +150,15 @@ class ScenarioRun:
                 charger.plant.grid_voltage_v[i] = self.site.voltage_v if voltage else voltage
             charger.plant.grid_frequency_hz = self.site.frequency_hz
             await charger.boot()
+        if self.scenario.backend.kind != "none":
+            self.backend = Backend(
+                self.scenario.backend,
+                self.clock,
+                self.t0,
+                self.out_dir,
+                lambda src, ev, fields: self._write(src, ev, **fields),
+            )
+            await self.backend.start(self.chargers)
         for spec in self.scenario.evs:
             self.evs[spec.id] = self._make_ev(spec)
 
@@ -275,6 +288,13 @@ class ScenarioRun:
                 pass
 
     async def close(self) -> None:
+        for task in self._actions:
+            task.cancel()
+        for task in self._actions:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.backend is not None:
+            await self.backend.close()
         for charger in self.chargers.values():
             await charger.close()
         self.trace.close()
@@ -332,6 +352,10 @@ class ScenarioRun:
             case "fault" | "clear":
                 assert charger is not None and event.fault is not None
                 self._fault(charger, ev, event, on=event.action == "fault")
+            case "swipe" | "csms_call" | "csms_outage" | "csms_restore":
+                assert self.backend is not None
+                # An OCPP exchange takes its own (virtual) time: it runs beside the scenario.
+                self._actions.append(asyncio.ensure_future(self.backend.act(event)))
 
     def _fault(self, charger: SimulatedCharger, ev: AcEv | None, event: EventSpec, *, on: bool) -> None:
         plant = charger.plant
@@ -476,6 +500,7 @@ def write_outputs(
         records=run.trace.records,
         sessions=sessions,
         ev_connector={ev.id: ev.connector for ev in scenario.evs},
+        backend_transactions=run.backend.transactions() if run.backend is not None else [],
     )
     if abort is None:
         checks = [evaluate(spec, facts) for spec in scenario.expect]

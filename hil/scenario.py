@@ -71,7 +71,26 @@ class SiteSpec(_Model):
 
 
 class BackendSpec(_Model):
-    kind: Literal["none"] = "none"  # later issues: embedded CSMS, external URL
+    """The CSMS the stations report to: none, our embedded CSMS (in-process, any time mode) or an
+    external one at ``url`` (real time only). Station n is ``<station_id><n>``."""
+
+    kind: Literal["none", "embedded", "url"] = "none"
+    ocpp: Literal["1.6", "2.0.1", "2.1"] = "1.6"
+    url: str | None = Field(default=None, pattern=r"^wss?://")
+    station_id: str = Field(default="CP", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    #: Station configuration overrides: 1.6 keys (e.g. MeterValueSampleInterval: "60").
+    config: dict[str, str] = Field(default_factory=dict)
+    heartbeat_s: int = Field(default=300, ge=1)
+    accepted_ids: list[str] | None = None  # None: every id is accepted
+    blocked_ids: list[str] = Field(default_factory=list)
+    #: The wall-clock time at scenario time 0 (OCPP timestamps, clock-aligned meter values).
+    start: str = Field(default="2026-01-05T08:00:00Z", pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+    @model_validator(mode="after")
+    def _url(self) -> BackendSpec:
+        if (self.kind == "url") != (self.url is not None):
+            raise ValueError("backend kind 'url' needs url, and only it takes one")
+        return self
 
 
 class SettingsSpec(_Model):
@@ -142,6 +161,10 @@ class EventSpec(_Model):
         "ev_state",
         "grid",
         "service_clear",
+        "swipe",
+        "csms_call",
+        "csms_outage",
+        "csms_restore",
     ]
     connector: int = Field(default=1, ge=1)
     ev: str | None = None
@@ -156,6 +179,8 @@ class EventSpec(_Model):
     voltage_v: float | None = Field(default=None, gt=0)
     frequency_hz: float | None = Field(default=None, gt=0)
     code: str | None = None
+    call: str | None = Field(default=None, pattern=r"^[A-Z][A-Za-z0-9]+$")  # csms_call: the OCPP action
+    payload: dict[str, Any] | None = None  # csms_call: its camelCase payload
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -170,6 +195,8 @@ class EventSpec(_Model):
             "unplug": ("ev",),
             "ev_state": ("ev", "state"),
             "service_clear": ("code",),
+            "swipe": ("id_tag",),
+            "csms_call": ("call", "payload"),
         }
         missing = [name for name in needs.get(self.action, ()) if getattr(self, name) is None]
         if missing:
@@ -199,6 +226,8 @@ class CheckSpec(_Model):
         "duty_at_most",
         "no_offer_while",
         "sessions",
+        "ocpp_messages",
+        "backend_transactions",
     ]
     after: Literal["unplug", "ev_stop", "fault", "pause"] | None = None
     within_ms: float | None = Field(default=None, gt=0)
@@ -217,6 +246,9 @@ class CheckSpec(_Model):
     from_s: Duration | None = None
     to_s: Duration | None = None
     count: int | None = Field(default=None, ge=0)
+    min_count: int | None = Field(default=None, ge=0)
+    action: str | None = None  # ocpp_messages: the OCPP action
+    dir: Literal["tx", "rx"] = "tx"  # ocpp_messages: tx = sent by the station, rx = received by it
     connector: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")
@@ -232,10 +264,13 @@ class CheckSpec(_Model):
             "duty_at_most": ("amps",),
             "no_offer_while": ("condition",),
             "sessions": ("count",),
+            "ocpp_messages": ("action",),
         }
         missing = [name for name in needs.get(self.check, ()) if getattr(self, name) is None]
         if missing:
             raise ValueError(f"check {self.check!r} needs {', '.join(missing)}")
+        if self.check in ("ocpp_messages", "backend_transactions") and self.count is None and self.min_count is None:
+            raise ValueError(f"check {self.check!r} needs count or min_count")
         return self
 
 
@@ -272,6 +307,19 @@ class Scenario(_Model):
         connectors = [ev.connector for ev in self.evs]
         if len(connectors) != len(set(connectors)):
             raise ValueError("two EVs share a connector; give each EV its own connector")
+        if self.backend.kind == "url" and self.time != "realtime":
+            raise ValueError("an external CSMS (backend kind 'url') runs in real time: set time: realtime")
+        backend_only = ("swipe", "csms_call", "csms_outage", "csms_restore")
+        for i, event in enumerate(self.events):
+            if event.action in backend_only and self.backend.kind == "none":
+                raise ValueError(f"events[{i}]: action {event.action!r} needs a backend (backend.kind)")
+            if event.action in ("csms_outage", "csms_restore") and self.backend.kind != "embedded":
+                raise ValueError(f"events[{i}]: {event.action} needs the embedded CSMS")
+        for i, check in enumerate(self.expect):
+            if check.check in ("ocpp_messages", "backend_transactions") and self.backend.kind == "none":
+                raise ValueError(f"expect[{i}]: check {check.check!r} needs a backend (backend.kind)")
+            if check.check == "backend_transactions" and self.backend.kind != "embedded":
+                raise ValueError(f"expect[{i}]: backend_transactions reads the embedded CSMS's records")
         return self
 
     @property

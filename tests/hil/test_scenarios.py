@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,10 +15,12 @@ import pytest
 import firmware.connector
 import firmware.iec61851.machine
 import firmware.iec61851.pilot
+import firmware.ocpp.station
 import firmware.safety.supervisor
 from firmware.connector import Connector
 from firmware.iec61851.machine import ConnectorMachine
 from firmware.limits import Effective, LimitSet
+from firmware.ocpp.station import OcppStation
 from firmware.safety.faults import FaultCode
 from firmware.safety.supervisor import Supervisor, ThermalCheck, ThermalVerdict
 from hil.cli import SCENARIO_DIR
@@ -134,6 +137,26 @@ def _limits_ignored(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(Connector, "set_limit", set_limit)
 
 
+def _charging_profiles_ignored(mp: pytest.MonkeyPatch) -> None:
+    """The station accepts charging profiles but never turns them into a limit."""
+    mp.setattr(
+        firmware.ocpp.station,
+        "limit_at",
+        lambda *args, **kwargs: SimpleNamespace(amps=None, next_change=None, source_profile_ids=()),
+    )
+
+
+def _offline_messages_dropped(mp: pytest.MonkeyPatch) -> None:
+    """Transaction messages produced while the CSMS is unreachable are thrown away."""
+    original = OcppStation._enqueue
+
+    def enqueue(self: OcppStation, action: str, payload: dict[str, Any], *, tx_ref: str | None = None) -> None:
+        if self.online:
+            original(self, action, payload, tx_ref=tx_ref)
+
+    mp.setattr(OcppStation, "_enqueue", enqueue)
+
+
 BREAKAGES: dict[str, Breakage] = {
     "home-ems-fallback": _expired_limits_dropped,
     "unplug-in-every-state": _slow_unplug_detection,
@@ -149,6 +172,8 @@ BREAKAGES: dict[str, Breakage] = {
     "unmanaged-load-brownout": _limits_ignored,
     "cable-faults": _suppress(FaultCode.PROXIMITY_INVALID),
     "demo-ac-session": _suppress(FaultCode.RCD_TRIPPED),
+    "ocpp-smart-charging": _charging_profiles_ignored,
+    "ocpp-offline-session": _offline_messages_dropped,
 }
 
 
