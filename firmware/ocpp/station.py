@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,8 @@ from firmware.limits import Limit
 from firmware.ocpp.authorization import AuthCache, AuthPolicy, LocalAuthList
 from firmware.ocpp.configuration import write_json_atomic
 from firmware.ocpp.link import Link, LinkClosed
-from firmware.ocpp.outbox import Outbox, OutboxSender, QueuedMessage
+from firmware.ocpp.maintenance import Maintenance
+from firmware.ocpp.outbox import Outbox, OutboxCallError, OutboxSender, QueuedMessage
 from firmware.ocpp.smart_charging import ProfileStore, limit_at
 from firmware.ocpp.status import ConnectorView, Status, connector_status
 from firmware.ocpp.transport import Backoff, Security, TransportError, connect_with_retry, open_link
@@ -171,6 +173,8 @@ class OcppStation:
         link_factory: Callable[[], Awaitable[Link]] | None = None,
         on_ocpp: OcppEventSink | None = None,
         reset_hook: Callable[[str], Awaitable[None]] | None = None,
+        install_hook: Callable[[Path], Awaitable[bool]] | None = None,
+        log_files: tuple[Path, ...] = (),
     ) -> None:
         if not connectors or 0 in connectors:
             raise ValueError("a station needs connectors numbered from 1")
@@ -187,6 +191,17 @@ class OcppStation:
         self.cache = AuthCache(data_dir / "auth-cache.json" if data_dir else None)
         self.policy = AuthPolicy()
         self.profiles = ProfileStore()
+        self.maintenance = Maintenance(
+            clock,
+            wall_clock,
+            download_dir=(data_dir / "firmware")
+            if data_dir
+            else Path(tempfile.gettempdir()) / "evse-firmware-downloads",
+            install_hook=install_hook,
+            log_files=log_files,
+        )
+        self.firmware_status = "Idle"
+        self.diagnostics_status = "Idle"
         self._profiles_path = data_dir / "charging-profiles.json" if data_dir else None
         self._load_profiles()
         self.adapter = adapter_factory(self)
@@ -365,17 +380,17 @@ class OcppStation:
                 meter_start_wh=meter,
                 started_at=now,
             )
-            if st.reservation_id is not None and st.reserved_for == tx.id_tag:
-                st.reserved_for = st.reservation_id = None  # the reservation is used up
             st.tx, st.finishing, st.authorized_waiting = tx, False, False
-            self._enqueue(*self.adapter.tx_started(tx, now), tx_ref=tx.ref)
+            self.enqueue(*self.adapter.tx_started(tx, now), tx_ref=tx.ref)  # carries the reservation id
+            if st.reservation_id is not None and st.reserved_for == tx.id_tag:
+                st.reserved_for = st.reservation_id = st.reservation_expires = None  # used up
         elif action == "stopped" and st.tx is not None:
             tx, st.tx = st.tx, None
             reason = st.next_stop_reason or _stop_reason(str(data.get("reason") or "Other"))
             st.next_stop_reason = None
             tx.stop_reason = reason
             st.finishing = connector.debouncer.state is not CpState.A
-            self._enqueue(*self.adapter.tx_stopped(tx, reason, now), tx_ref=tx.ref)
+            self.enqueue(*self.adapter.tx_stopped(tx, reason, now), tx_ref=tx.ref)
             self.profiles.end_transaction(n)
             self._save_profiles()
             self._profile_wake.set()
@@ -395,7 +410,12 @@ class OcppStation:
                 transaction_id=tx_id,
             )
 
-    def _enqueue(self, action: str, payload: dict[str, Any], *, tx_ref: str | None = None) -> None:
+    def trigger_boot(self) -> None:
+        """A TriggerMessage BootNotification: a Pending or Rejected station retries at once."""
+        self._boot_now.set()
+
+    def enqueue(self, action: str, payload: dict[str, Any], *, tx_ref: str | None = None) -> None:
+        """Queue a transaction message in the outbox (persistent, in order) and wake the sender."""
         try:
             self.outbox.put(action, payload, transactional=True, tx_ref=tx_ref)
         except Exception:
@@ -486,11 +506,11 @@ class OcppStation:
                 continue
             action, payload = message
             if tx is not None:
-                self._enqueue(action, payload, tx_ref=tx.ref)
+                self.enqueue(action, payload, tx_ref=tx.ref)
             elif self.online:
-                self._spawn(self._call_quietly(action, payload))
+                self._spawn(self.call_quietly(action, payload))
 
-    async def _call_quietly(self, action: str, payload: dict[str, Any]) -> None:
+    async def call_quietly(self, action: str, payload: dict[str, Any]) -> None:
         with contextlib.suppress(OcppCallError, TimeoutError, LinkClosed):
             await self.adapter.call(action, payload)
 
@@ -506,6 +526,8 @@ class OcppStation:
             return await self.adapter.call(message.action, message.payload)
         except LinkClosed as exc:
             raise ConnectionError(str(exc)) from exc
+        except OcppCallError as exc:
+            raise OutboxCallError(exc.code, exc.description) from exc
 
     # ================================================================== authorisation
     async def present_id(self, connector_id: int, id_tag: str) -> str:
@@ -577,7 +599,7 @@ class OcppStation:
     def remote_start(self, connector_id: int | None, id_tag: str) -> bool:
         """Accept a remote start when a connector can take it; the authorisation (and, per
         AuthorizeRemoteTxRequests, an Authorize first) follows after the answer."""
-        n = connector_id if connector_id is not None else self._free_connector()
+        n = connector_id if connector_id is not None else self.free_connector()
         if n is None or n not in self.state:
             return False
         st = self.state[n]
@@ -590,7 +612,7 @@ class OcppStation:
         return True
 
     async def complete_remote_start(self, connector_id: int | None, id_tag: str, authorize_first: bool) -> None:
-        n = connector_id if connector_id is not None else self._free_connector()
+        n = connector_id if connector_id is not None else self.free_connector()
         if n is None:
             return
         if authorize_first and await self.authorize_id(id_tag) != "Accepted":
@@ -599,7 +621,7 @@ class OcppStation:
             return
         self.connectors[n].authorize(id_tag)
 
-    def _free_connector(self) -> int | None:
+    def free_connector(self) -> int | None:
         for n, st in self.state.items():
             if st.tx is None and st.available:
                 return n
@@ -691,6 +713,12 @@ class OcppStation:
                 self._status_dirty.set()
                 return True
         return False
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        """Run ``coro`` beside the station (a firmware download, a log upload); cancelled at stop."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
 
     def transaction_of(self, connector_id: int) -> Transaction | None:
         st = self.state.get(connector_id)

@@ -40,6 +40,8 @@ def build_station(
     on_ocpp: OcppEventSink | None = None,
     reset_hook: Callable[[str], Awaitable[None]] | None = None,
     config_defaults: dict[str, str] | None = None,
+    install_hook: Callable[[Path], Awaitable[bool]] | None = None,
+    log_files: tuple[Path, ...] = (),
 ) -> OcppStation:
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -81,6 +83,8 @@ def build_station(
         link_factory=link_factory,
         on_ocpp=on_ocpp,
         reset_hook=reset_hook,
+        install_hook=install_hook,
+        log_files=log_files,
     )
 
 

@@ -23,6 +23,7 @@ from ocpp.v16 import ChargePoint, call, call_result
 from firmware.ocpp.charging_profiles import ProfileError, Purpose, profile_from_v16
 from firmware.ocpp.configuration import Configuration
 from firmware.ocpp.link import Link, LinkClosed
+from firmware.ocpp.maintenance import TransferError, check_location
 from firmware.ocpp.measurands import sampled_values_16
 from firmware.ocpp.outbox import QueuedMessage
 from firmware.ocpp.smart_charging import composite_schedule, composite_to_v16
@@ -133,7 +134,14 @@ class ChargePoint16(ChargePoint):  # type: ignore[misc]  # the ocpp package has 
 
     @on("TriggerMessage")
     def on_trigger(self, requested_message: str, connector_id: int | None = None, **kwargs: Any) -> Any:
-        supported = {"BootNotification", "Heartbeat", "StatusNotification", "MeterValues"}
+        supported = {
+            "BootNotification",
+            "Heartbeat",
+            "StatusNotification",
+            "MeterValues",
+            "FirmwareStatusNotification",
+            "DiagnosticsStatusNotification",
+        }
         bad_connector = connector_id not in (None, 0) and connector_id not in self.station.connectors
         status = "Accepted" if requested_message in supported and not bad_connector else "Rejected"
         if requested_message not in supported:
@@ -145,15 +153,87 @@ class ChargePoint16(ChargePoint):  # type: ignore[misc]  # the ocpp package has 
         if connector_id not in (None, 0) and connector_id not in self.station.connectors:
             return
         if requested_message == "BootNotification":
-            self.station._boot_now.set()
+            self.station.trigger_boot()
             if self.station.boot_accepted:
-                await self.station._call_quietly("BootNotification", self.adapter.boot_payload())
+                await self.station.call_quietly("BootNotification", self.adapter.boot_payload())
         elif requested_message == "Heartbeat":
             await self.station.heartbeat()
         elif requested_message == "StatusNotification":
             self.station.trigger_status(connector_id)
         elif requested_message == "MeterValues":
             self.station.send_meter_values("Trigger", transactions_only=False, connector_id=connector_id)
+        elif requested_message == "FirmwareStatusNotification":
+            # 1.6 §5.17: Idle unless a download or an installation is under way.
+            status = self.station.firmware_status if self.station.maintenance.busy else "Idle"
+            await self.station.call_quietly("FirmwareStatusNotification", {"status": status})
+        elif requested_message == "DiagnosticsStatusNotification":
+            status = (
+                "Uploading"
+                if self.station.maintenance.busy and self.station.diagnostics_status == "Uploading"
+                else "Idle"
+            )
+            await self.station.call_quietly("DiagnosticsStatusNotification", {"status": status})
+
+    # ------------------------------------------------------------------ firmware and diagnostics (1.6 §5.19, §5.9)
+    @on("UpdateFirmware")
+    def on_update_firmware(self, location: str, retrieve_date: str, **kwargs: Any) -> Any:
+        return call_result.UpdateFirmware()
+
+    @after("UpdateFirmware")
+    async def after_update_firmware(self, location: str, retrieve_date: str, **kwargs: Any) -> None:
+        try:
+            check_location(location)
+            retrieve = parse_utc(retrieve_date)
+        except (TransferError, TimestampError) as exc:
+            log.warning("UpdateFirmware: %s", exc)
+            await self._firmware_status("DownloadFailed")
+            return
+        if self.station.maintenance.busy:
+            log.warning("UpdateFirmware while a transfer runs: ignored")
+            return
+        self.station.spawn(
+            self.station.maintenance.update_firmware(
+                location,
+                retrieve,
+                int(kwargs.get("retries") or 0),
+                float(kwargs.get("retry_interval") or 60),
+                self._firmware_status,
+            )
+        )
+
+    async def _firmware_status(self, status: str) -> None:
+        self.station.firmware_status = status
+        await self.station.call_quietly("FirmwareStatusNotification", {"status": status})
+
+    @on("GetDiagnostics")
+    def on_get_diagnostics(self, location: str, **kwargs: Any) -> Any:
+        try:
+            check_location(location)
+        except TransferError as exc:
+            log.warning("GetDiagnostics: %s", exc)
+            return call_result.GetDiagnostics()  # no fileName: nothing will be uploaded (1.6 §6.30)
+        name = self.station.maintenance.bundle_name(self.station.settings.station_id)
+        self.adapter.pending_diagnostics = (location, name)
+        return call_result.GetDiagnostics(file_name=name)
+
+    @after("GetDiagnostics")
+    async def after_get_diagnostics(self, location: str, **kwargs: Any) -> None:
+        pending, self.adapter.pending_diagnostics = self.adapter.pending_diagnostics, None
+        if pending is None:
+            return
+        self.station.spawn(
+            self.station.maintenance.upload_logs(
+                pending[0],
+                pending[1],
+                int(kwargs.get("retries") or 0),
+                float(kwargs.get("retry_interval") or 60),
+                self._diagnostics_status,
+            )
+        )
+
+    async def _diagnostics_status(self, status: str) -> None:
+        self.station.diagnostics_status = status
+        await self.station.call_quietly("DiagnosticsStatusNotification", {"status": status})
 
     @on("DataTransfer")
     def on_data_transfer(self, vendor_id: str, **kwargs: Any) -> Any:
@@ -325,6 +405,7 @@ class V16Adapter:
         self.config = config
         self._cp: ChargePoint16 | None = None
         self.pending_tx_profiles: dict[int, dict[str, Any]] = {}
+        self.pending_diagnostics: tuple[str, str] | None = None
 
     # ------------------------------------------------------------------ the wire
     async def run(self, link: Link) -> None:

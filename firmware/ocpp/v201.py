@@ -295,7 +295,7 @@ class V201Adapter:
         self._charging_states[tx.ref] = state
         info = {"transactionId": str(tx.transaction_id), "chargingState": state}
         payload = self._transaction_event("Updated", "ChargingStateChanged", tx, now, info)
-        self.station._enqueue("TransactionEvent", payload, tx_ref=tx.ref)
+        self.station.enqueue("TransactionEvent", payload, tx_ref=tx.ref)
 
     def authorize_payload(self, id_tag: str) -> dict[str, Any]:
         return {"idToken": self.id_token(id_tag)}

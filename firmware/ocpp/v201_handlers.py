@@ -357,7 +357,7 @@ class ChargePoint201(OcppChargePoint201):  # type: ignore[misc]  # the ocpp pack
     def _start_target(self, request: dict[str, Any]) -> int | None:
         evse_id = request.get("evseId")
         if evse_id is None:
-            return self.station._free_connector()
+            return self.station.free_connector()
         return evse_id if self._known_evse(evse_id) else None
 
     def _start_profile_ok(self, profile: Any, connector_id: int) -> bool:
@@ -462,7 +462,7 @@ class ChargePoint201(OcppChargePoint201):  # type: ignore[misc]  # the ocpp pack
         evse_id = _int(evse.get("id"))
         if message == "BootNotification":
             self.adapter.boot_reason = "Triggered"
-            self.station._boot_now.set()
+            self.station.trigger_boot()
         elif message == "Heartbeat":
             self._later(self.station.heartbeat())
         elif message == "StatusNotification" and evse_id is not None:

@@ -148,13 +148,13 @@ def _charging_profiles_ignored(mp: pytest.MonkeyPatch) -> None:
 
 def _offline_messages_dropped(mp: pytest.MonkeyPatch) -> None:
     """Transaction messages produced while the CSMS is unreachable are thrown away."""
-    original = OcppStation._enqueue
+    original = OcppStation.enqueue
 
     def enqueue(self: OcppStation, action: str, payload: dict[str, Any], *, tx_ref: str | None = None) -> None:
         if self.online:
             original(self, action, payload, tx_ref=tx_ref)
 
-    mp.setattr(OcppStation, "_enqueue", enqueue)
+    mp.setattr(OcppStation, "enqueue", enqueue)
 
 
 BREAKAGES: dict[str, Breakage] = {

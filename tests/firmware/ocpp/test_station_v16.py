@@ -4,14 +4,18 @@ transactions, meter values, remote control, availability, smart charging, offlin
 from __future__ import annotations
 
 import asyncio
+import io
+import tarfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from firmware.ocpp.maintenance import TransferError
 from firmware.ocpp.timestamps import is_utc_rfc3339
 from hil.csms import CsmsCallError, CsmsPolicy
-from tests.firmware.ocpp.station_rig import StationRig, station_rig
+from tests.firmware.ocpp.station_rig import T0, StationRig, station_rig
 
 FAST_METER = {"MeterValueSampleInterval": "10", "ClockAlignedDataInterval": "0"}
 
@@ -244,8 +248,8 @@ def test_availability_configuration_trigger_and_unknown_calls(tmp_path: Path) ->
             await rig.advance(1.0)
             assert rig.calls("StatusNotification", t)
             assert (await rig.call("DataTransfer", {"vendorId": "acme"}))["status"] == "UnknownVendorId"
-            with pytest.raises(CsmsCallError):
-                await rig.call("GetDiagnostics", {"location": "ftp://127.0.0.1/x"})
+            with pytest.raises(CsmsCallError):  # the security extension is not implemented: a CALLERROR, no crash
+                await rig.call("GetInstalledCertificateIds", {"certificateType": "CentralSystemRootCertificate"})
 
     asyncio.run(scenario())
 
@@ -284,5 +288,102 @@ def test_malformed_frames_from_the_csms_never_stop_the_station(tmp_path: Path) -
             assert rig.calls("StartTransaction"), "the station still works"
             errors = [e for e in rig.csms.events if e.dir == "rx" and e.kind == "error"]
             assert len(errors) >= 2  # NoSuchAction and the bad Reset were answered with CALLERRORs
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_update_firmware_downloads_installs_through_the_board_hook_and_reports_each_step(tmp_path: Path) -> None:
+    installed: list[bytes] = []
+
+    async def install(path: Path) -> bool:
+        installed.append(path.read_bytes())
+        return True
+
+    def fetch(url: str, target: Path) -> None:
+        target.write_bytes(b"firmware image for " + url.encode())
+
+    def setup(rig: StationRig) -> None:
+        rig.station.maintenance.install_hook = install
+        rig.station.maintenance.fetch = fetch
+
+    async def scenario() -> None:
+        async with station_rig(tmp_path, before_start=setup) as rig:
+            retrieve = (T0 + timedelta(seconds=rig.now + 30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            answer = await rig.call(
+                "UpdateFirmware", {"location": "http://127.0.0.1/fw-2.bin", "retrieveDate": retrieve}
+            )
+            assert answer == {}
+            await rig.advance(10.0)
+            assert rig.calls("FirmwareStatusNotification") == [], "nothing before the retrieve date"
+            for _ in range(200):
+                await rig.advance(0.5)
+                if len(rig.calls("FirmwareStatusNotification")) >= 4:
+                    break
+                await asyncio.sleep(0.001)  # the download runs in a worker thread
+            statuses = [e.payload["status"] for e in rig.calls("FirmwareStatusNotification")]
+            assert statuses == ["Downloading", "Downloaded", "Installing", "Installed"]
+            assert installed == [b"firmware image for http://127.0.0.1/fw-2.bin"]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_a_failed_download_is_retried_then_reported(tmp_path: Path) -> None:
+    attempts: list[float] = []
+
+    def setup(rig: StationRig) -> None:
+        def fetch(url: str, target: Path) -> None:
+            attempts.append(rig.now)
+            raise TransferError(f"{url}: connection refused")
+
+        rig.station.maintenance.fetch = fetch
+
+    async def scenario() -> None:
+        async with station_rig(tmp_path, before_start=setup) as rig:
+            payload = {"location": "http://127.0.0.1/x.bin", "retrieveDate": "2020-01-01T00:00:00Z", "retries": 2,
+                       "retryInterval": 30}  # fmt: skip
+            await rig.call("UpdateFirmware", payload)
+            for _ in range(400):
+                await rig.advance(0.5)
+                if "DownloadFailed" in [e.payload["status"] for e in rig.calls("FirmwareStatusNotification")]:
+                    break
+                await asyncio.sleep(0.001)
+            statuses = [e.payload["status"] for e in rig.calls("FirmwareStatusNotification")]
+            assert statuses == ["Downloading", "Downloading", "Downloading", "DownloadFailed"]
+            assert len(attempts) == 3 and attempts[1] - attempts[0] == pytest.approx(30.0, abs=1.0)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_get_diagnostics_names_the_file_and_uploads_the_logs(tmp_path: Path) -> None:
+    uploads: list[tuple[str, str, bytes]] = []
+    log_file = tmp_path / "firmware.log"
+    log_file.write_text("boot ok\n")
+
+    def setup(rig: StationRig) -> None:
+        rig.station.maintenance.log_files = (log_file,)
+        rig.station.maintenance.upload = lambda url, name, content: uploads.append((url, name, content))
+
+    async def scenario() -> None:
+        async with station_rig(tmp_path, before_start=setup) as rig:
+            answer = await rig.call("GetDiagnostics", {"location": "http://127.0.0.1/upload/"})
+            assert answer["fileName"].startswith("CP1-logs-") and answer["fileName"].endswith(".tar.gz")
+            for _ in range(200):
+                await rig.advance(0.5)
+                if len(rig.calls("DiagnosticsStatusNotification")) >= 2:
+                    break
+                await asyncio.sleep(0.001)
+            assert [e.payload["status"] for e in rig.calls("DiagnosticsStatusNotification")] == [
+                "Uploading",
+                "Uploaded",
+            ]
+            [(url, name, content)] = uploads
+            assert url == "http://127.0.0.1/upload/" and name == answer["fileName"]
+            with tarfile.open(fileobj=io.BytesIO(content)) as tar:
+                assert tar.getnames() == ["firmware.log"]
+            bad = await rig.call("GetDiagnostics", {"location": "file:///etc/passwd"})
+            assert "fileName" not in bad
 
     asyncio.run(scenario())
