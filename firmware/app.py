@@ -51,7 +51,6 @@ async def run_firmware(
         hal.sim.plant.ev_state = sim_ev_state
         hal.sim.plant.pp_ohm = 220.0 if sim_ev_state != "A" else None
     connector = Connector(hal, clock=clock, journal=journal, settings=settings, on_event=_log_event)
-    control = ControlServer(connector, control_path, plant=hal.sim.plant if hal.sim else None)
     stop = stop or asyncio.Event()
     station = None
     if uplink is not None:
@@ -71,6 +70,12 @@ async def run_firmware(
             reset_hook=reset,
             on_ocpp=_log_ocpp,
         )
+    control = ControlServer(
+        connector,
+        control_path,
+        plant=hal.sim.plant if hal.sim else None,
+        present_id=(lambda tag: station.present_id(settings.connector_id, tag)) if station is not None else None,
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -20,7 +20,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +44,21 @@ class RequestError(Exception):
 
 
 class ControlServer:
-    def __init__(self, connector: Connector, path: Path, *, plant: Any = None) -> None:
+    def __init__(
+        self,
+        connector: Connector,
+        path: Path,
+        *,
+        plant: Any = None,
+        present_id: Callable[[str], Awaitable[str]] | None = None,
+    ) -> None:
         self.connector = connector
         self.path = path
         self.plant = plant  # simulated boards only: lets a person play the EV
+        # With an OCPP uplink an id goes through its authorisation (local list, cache, CSMS), as a card
+        # at the reader would; without one the connector is authorised directly.
+        self.present_id = present_id
+        self._pending: set[asyncio.Task[str]] = set()
         self._server: asyncio.AbstractServer | None = None
         self._commands: dict[str, Callable[[dict[str, Any]], Any]] = {
             "status": lambda _r: dataclasses.asdict(self.connector.status()),
@@ -110,11 +121,19 @@ class ControlServer:
             return _answer(False, str(exc))
 
     # ------------------------------------------------------------------ commands
-    def _authorize(self, request: dict[str, Any]) -> None:
+    def _authorize(self, request: dict[str, Any]) -> str | None:
         tag = request.get("id_tag")
         if tag is not None and (not isinstance(tag, str) or not 0 < len(tag) <= 64):
             raise RequestError("id_tag must be a string of 1 to 64 characters")
-        self.connector.authorize(tag)
+        if self.present_id is None:
+            self.connector.authorize(tag)
+            return None
+        if tag is None:
+            raise RequestError("with an OCPP uplink an authorisation needs an id_tag")
+        task = asyncio.ensure_future(self.present_id(tag))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return f"{tag} presented to the OCPP uplink: the status shows the outcome"
 
     def _limit(self, request: dict[str, Any]) -> str:
         source = _text(request, "source")

@@ -44,9 +44,11 @@ class Backend:
         self.csms: EmbeddedCsms | None = None
         self.stations: dict[int, OcppStation] = {}
         self.reachable = True
+        self._saved_validation = ocpp.messages.ASYNC_VALIDATION
         if isinstance(clock, VirtualClock):
             # The ocpp package checks schemas in a thread pool by default; in virtual time a check must
-            # finish within the loop turn, or time would run on while it is in flight.
+            # finish within the loop turn, or time would run on while it is in flight. The package has
+            # only this process-wide switch: it is restored when the run closes.
             ocpp.messages.ASYNC_VALIDATION = False
 
     def station_id(self, n: int) -> str:
@@ -136,6 +138,7 @@ class Backend:
             await station.stop()
         if self.csms is not None:
             await self.csms.stop()
+        ocpp.messages.ASYNC_VALIDATION = self._saved_validation
 
 
 def utc_now() -> datetime:

@@ -8,8 +8,13 @@ Security profiles (OCPP 1.6 security whitepaper and 2.0.1 part 2 A00; standards-
 * 3 -- TLS with a client certificate instead of Basic auth.
 
 A profile of 2 or more refuses a ``ws://`` URL: the password or the client identity must never travel
-in clear. ``websockets`` would honour a proxy from the environment; a charger talks to its CSMS
-directly, so proxies are switched off.
+in clear. A ``wss://`` URL under profile 0 or 1 is still verified like profile 2 (TLS is never used
+without checking the CSMS certificate). ``websockets`` would honour a proxy from the environment; a
+charger talks to its CSMS directly, so proxies are switched off.
+
+Failures are sorted for the reconnect loop: :class:`TransportError` for what retrying cannot fix (the
+configuration, a refused password, an untrusted certificate, a CSMS without our subprotocol) and
+``ConnectionError`` for what may work later (the CSMS is down or drops the connection).
 """
 
 from __future__ import annotations
@@ -22,11 +27,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI, NegotiationError
 
 from firmware.ocpp.link import LinkClosed
 from hal.clock import Clock
@@ -56,9 +61,8 @@ class Security:
     client_key: Path | None = None
 
     def check(self, url: str, protocol: OcppProtocol) -> None:
-        scheme = urlsplit(url).scheme
-        if scheme not in ("ws", "wss"):
-            raise TransportError(f"CSMS URL {url!r}: the scheme must be ws:// or wss://")
+        """Raise TransportError unless ``url`` and this profile can work together for ``protocol``."""
+        scheme = _check_url(url)
         if self.profile not in (0, 1, 2, 3):
             raise TransportError(f"security profile {self.profile}: allowed 0 (1.6 only), 1, 2, 3")
         if self.profile == 0 and protocol != "ocpp1.6":
@@ -79,13 +83,17 @@ class Security:
             raise TransportError("security profile 3 needs a client certificate and its key")
 
     def headers(self, station_id: str) -> dict[str, str]:
+        """The HTTP headers of the websocket handshake: Basic auth for profiles 1 and 2 only (4.7)."""
         if self.profile not in (1, 2) or self.password is None:
             return {}
         token = base64.b64encode(f"{station_id}:{self.password}".encode()).decode("ascii")
         return {"Authorization": f"Basic {token}"}
 
-    def ssl_context(self) -> ssl.SSLContext | None:
-        if self.profile < 2:
+    def ssl_context(self, url: str | None = None) -> ssl.SSLContext | None:
+        """The TLS context to connect with: always for profiles 2 and 3; for profiles 0 and 1 only when
+        ``url`` is a ``wss://`` URL (websockets refuses ``ssl=None`` there), else None."""
+        secure = urlsplit(url).scheme == "wss" if url is not None else False
+        if self.profile < 2 and not secure:
             return None
         try:
             context = ssl.create_default_context(
@@ -101,11 +109,35 @@ class Security:
         return context
 
 
+def _check_url(url: str) -> str:
+    """The scheme of a usable CSMS URL; TransportError naming what is wrong otherwise."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # urllib raises ValueError for a port that is not a number in 0-65535
+    except ValueError as exc:  # also a broken [IPv6] host
+        raise TransportError(f"CSMS URL {url!r} is malformed: {exc}") from exc
+    if parts.scheme not in ("ws", "wss"):
+        raise TransportError(f"CSMS URL {url!r}: the scheme must be ws:// or wss://")
+    if not parts.hostname:
+        raise TransportError(f"CSMS URL {url!r}: no host")
+    if port == 0:
+        raise TransportError(f"CSMS URL {url!r}: port 0")
+    if parts.username is not None or parts.password is not None:
+        # websockets would send these as a second Authorization header; the password belongs in Security.
+        raise TransportError(f"CSMS URL {url!r}: credentials in the URL; configure the password instead")
+    if parts.fragment:
+        raise TransportError(f"CSMS URL {url!r}: a websocket URL has no #fragment")
+    return parts.scheme
+
+
 def station_url(csms_url: str, station_id: str) -> str:
-    """The CSMS URL with the station identity as the last path segment (OCPP-J 3.1.1)."""
+    """The CSMS URL with the station identity as the last path segment (OCPP-J 3.1.1); a query string
+    stays after the path."""
     if not station_id or "/" in station_id:
         raise TransportError(f"station id {station_id!r}: must be non-empty and contain no '/'")
-    return csms_url.rstrip("/") + "/" + quote(station_id, safe="")
+    parts = urlsplit(csms_url)
+    path = parts.path.rstrip("/") + "/" + quote(station_id, safe="")
+    return urlunsplit(parts._replace(path=path))
 
 
 class WebsocketLink:
@@ -151,12 +183,14 @@ async def open_link(
     ConnectionError for one that may work later (the CSMS is down, a timeout)."""
     security.check(csms_url, protocol)
     url = station_url(csms_url, station_id)
+    headers = security.headers(station_id)
+    context = security.ssl_context(url)
     try:
         ws = await websockets.connect(
             url,
             subprotocols=[protocol],  # type: ignore[list-item]  # websockets types it as a NewType
-            additional_headers=security.headers(station_id),
-            ssl=security.ssl_context(),
+            additional_headers=headers,
+            ssl=context,
             open_timeout=open_timeout_s,
             ping_interval=ping_interval_s,
             ping_timeout=ping_interval_s,
@@ -167,14 +201,22 @@ async def open_link(
     except InvalidStatus as exc:
         status = exc.response.status_code
         if status in (401, 403):
-            raise TransportError(f"the CSMS refused our credentials (HTTP {status})") from exc
+            raise TransportError(f"the CSMS refused our identity or credentials (HTTP {status})") from exc
         raise ConnectionError(f"websocket handshake refused: HTTP {status}") from exc
+    except NegotiationError as exc:
+        # The CSMS picked a subprotocol we did not offer: it will not change its mind on a retry.
+        raise TransportError(f"the CSMS does not speak {protocol}: {exc}") from exc
     except InvalidHandshake as exc:
         raise ConnectionError(f"websocket handshake failed: {exc}") from exc
+    except InvalidURI as exc:
+        raise TransportError(f"CSMS URL {url!r}: {exc}") from exc
     except ssl.SSLCertVerificationError as exc:
         raise TransportError(f"the CSMS certificate is not trusted: {exc.verify_message}") from exc
+    except ssl.SSLError as exc:
+        # A TLS version or cipher mismatch; kept retryable, as a CSMS being reconfigured can look the same.
+        raise ConnectionError(f"TLS handshake with {url} failed: {exc}") from exc
     except (OSError, TimeoutError) as exc:
-        raise ConnectionError(f"cannot reach {url}: {exc}") from exc
+        raise ConnectionError(f"cannot reach {url}: {str(exc) or type(exc).__name__}") from exc
     if ws.subprotocol != protocol:
         await ws.close()
         raise TransportError(f"the CSMS does not speak {protocol} (it chose {ws.subprotocol!r})")

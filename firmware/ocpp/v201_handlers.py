@@ -32,6 +32,7 @@ from ocpp.v201.enums import Action as Action201
 
 from firmware.ocpp.charging_profiles import ChargingProfile, ProfileError, Purpose, RateUnit, profile_from_v201
 from firmware.ocpp.link import Link, LinkClosed
+from firmware.ocpp.maintenance import TransferError, check_location
 from firmware.ocpp.smart_charging import composite_schedule, composite_to_v201
 from firmware.ocpp.station import OcppCallError
 from firmware.ocpp.timestamps import TimestampError, check_payload, parse_utc, utc_iso
@@ -142,6 +143,7 @@ class ChargePoint201(OcppChargePoint201):  # type: ignore[misc]  # the ocpp pack
         self._calls_in: dict[str, str] = {}  # unique id -> action of the CSMS's calls we answer
         self._requests: OrderedDict[str, dict[str, Any]] = OrderedDict()  # unique id -> request payload
         self._tasks: set[asyncio.Task[None]] = set()
+        self._log_names: dict[str, str] = {}  # GetLog unique id -> the file name we announced
 
     # ------------------------------------------------------------------ framing hooks
     async def route_message(self, raw_msg: str) -> None:
@@ -673,6 +675,90 @@ class ChargePoint201(OcppChargePoint201):  # type: ignore[misc]  # the ocpp pack
                 "chargingProfile": [profile_to_v201(p) for p in profiles if p.connector_id == evse_id],
             }
             await self.adapter.call("ReportChargingProfiles", payload)
+
+    # ================================================================== L firmware, N logs
+    @on("UpdateFirmware")
+    def on_update_firmware(self, call_unique_id: str, **_: Any) -> Any:
+        request = self._request(call_unique_id)
+        firmware = request.get("firmware") or {}
+        try:
+            check_location(str(firmware.get("location", "")))
+            parse_utc(str(firmware.get("retrieveDateTime", "")))
+        except (TransferError, TimestampError) as exc:
+            log.warning("UpdateFirmware rejected: %s", exc)
+            return self._result("UpdateFirmware", {"status": "Rejected"})
+        if self.station.maintenance.busy:
+            return self._result("UpdateFirmware", {"status": "Rejected"})  # L01.FR.24: one update at a time
+        return self._result("UpdateFirmware", {"status": "Accepted"})
+
+    @after("UpdateFirmware")
+    def after_update_firmware(self, call_unique_id: str, **_: Any) -> None:
+        request = self._request(call_unique_id)
+        firmware = request.get("firmware") or {}
+        try:
+            check_location(str(firmware.get("location", "")))
+            retrieve = parse_utc(str(firmware.get("retrieveDateTime", "")))
+        except (TransferError, TimestampError):
+            return
+        if self.station.maintenance.busy:
+            return
+        request_id = _int(request.get("requestId"))
+
+        async def notify(status: str) -> None:
+            self.station.firmware_status = status
+            payload: dict[str, Any] = {"status": status}
+            if request_id is not None:
+                payload["requestId"] = request_id
+            await self.station.call_quietly("FirmwareStatusNotification", payload)
+
+        self.station.spawn(
+            self.station.maintenance.update_firmware(
+                str(firmware["location"]),
+                retrieve,
+                _int(request.get("retries")) or 0,
+                float(_int(request.get("retryInterval")) or 60),
+                notify,
+            )
+        )
+
+    @on("GetLog")
+    def on_get_log(self, call_unique_id: str, **_: Any) -> Any:
+        request = self._request(call_unique_id)
+        location = str((request.get("log") or {}).get("remoteLocation", ""))
+        try:
+            check_location(location)
+        except TransferError as exc:
+            log.warning("GetLog rejected: %s", exc)
+            return self._result("GetLog", {"status": "Rejected"})
+        name = self.station.maintenance.bundle_name(self.station.settings.station_id)
+        self._log_names[call_unique_id] = name
+        return self._result("GetLog", {"status": "Accepted", "filename": name})
+
+    @after("GetLog")
+    def after_get_log(self, call_unique_id: str, **_: Any) -> None:
+        name = self._log_names.pop(call_unique_id, None)
+        if name is None:
+            return
+        request = self._request(call_unique_id)
+        request_id = _int(request.get("requestId"))
+
+        async def notify(status: str) -> None:
+            # 1.6-style names from Maintenance -> 2.0.1 UploadLogStatusEnumType.
+            status = {"UploadFailed": "UploadFailure"}.get(status, status)
+            payload: dict[str, Any] = {"status": status}
+            if request_id is not None:
+                payload["requestId"] = request_id
+            await self.station.call_quietly("LogStatusNotification", payload)
+
+        self.station.spawn(
+            self.station.maintenance.upload_logs(
+                str(request["log"]["remoteLocation"]),
+                name,
+                _int(request.get("retries")) or 0,
+                float(_int(request.get("retryInterval")) or 60),
+                notify,
+            )
+        )
 
     # ================================================================== P DataTransfer
     @on("DataTransfer")

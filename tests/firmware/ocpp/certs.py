@@ -122,9 +122,7 @@ def _write_cert(path: Path, cert: x509.Certificate) -> Path:
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
     path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     path.chmod(0o600)
     return path

@@ -23,8 +23,6 @@ from firmware.ocpp.uplink import build_station
 from firmware.simulation import SimulatedCharger
 from hil.csms import CsmsEvent, CsmsPolicy, EmbeddedCsms
 
-ocpp.messages.ASYNC_VALIDATION = False
-
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 STATION = "CP1"
 
@@ -101,6 +99,8 @@ async def station_rig(
     free_charging: bool = False,
     before_start: Callable[[StationRig], None] | None = None,
 ) -> AsyncIterator[StationRig]:
+    # In-loop validation for the rig's lifetime only: real-time tests elsewhere keep the library default.
+    saved, ocpp.messages.ASYNC_VALIDATION = ocpp.messages.ASYNC_VALIDATION, False
     sim = SimulatedCharger(
         "sim-ac", journal_path=tmp_path / "journal.db", settings=ConnectorSettings(free_charging=free_charging)
     )
@@ -151,3 +151,4 @@ async def station_rig(
         await rig.run(station.stop())
         await sim.close()
         await csms.stop()
+        ocpp.messages.ASYNC_VALIDATION = saved

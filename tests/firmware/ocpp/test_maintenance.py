@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -14,8 +15,8 @@ from firmware.ocpp.maintenance import TransferError, check_location, fetch_url, 
 
 
 class _Handler(BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
-    uploads: dict[str, bytes] = {}
+    files: ClassVar[dict[str, bytes]] = {}
+    uploads: ClassVar[dict[str, bytes]] = {}
 
     def do_GET(self) -> None:  # the http.server API
         body = self.files.get(self.path)

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import tarfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from firmware.ocpp.maintenance import TransferError
 from firmware.ocpp.timestamps import is_utc_rfc3339
@@ -385,5 +388,47 @@ def test_get_diagnostics_names_the_file_and_uploads_the_logs(tmp_path: Path) -> 
                 assert tar.getnames() == ["firmware.log"]
             bad = await rig.call("GetDiagnostics", {"location": "file:///etc/passwd"})
             assert "fileName" not in bad
+
+    asyncio.run(scenario())
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+_ACTIONS = st.sampled_from(
+    ["RemoteStartTransaction", "RemoteStopTransaction", "Reset", "ChangeAvailability", "SetChargingProfile",
+     "GetCompositeSchedule", "TriggerMessage", "ChangeConfiguration", "UnlockConnector", "SendLocalList",
+     "ReserveNow", "UpdateFirmware", "NoSuchAction"]
+)  # fmt: skip
+_FRAMES = st.one_of(
+    st.builds(lambda i, a, p: json.dumps([2, i, a, p]), st.text(max_size=8), _ACTIONS, _JSON),
+    st.builds(lambda t, i, p: json.dumps([t, i, p]), st.integers(0, 9), st.text(max_size=8), _JSON),
+    _JSON.map(json.dumps),
+    st.text(max_size=200),
+    st.just("[" * 5000),
+)
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frames=st.lists(_FRAMES, min_size=1, max_size=12))
+def test_whatever_the_csms_sends_the_station_and_the_connector_keep_working(tmp_path: Path, frames: list[str]) -> None:
+    async def scenario() -> None:
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        folder.mkdir()
+        async with station_rig(folder) as rig:
+            csms_end = rig.links[-1]._peer
+            assert csms_end is not None
+            for frame in frames:
+                await csms_end.send(frame)
+            await rig.advance(2.0)
+            before = len(rig.calls("Heartbeat"))
+            await rig.run(rig.station.heartbeat())
+            assert len(rig.calls("Heartbeat")) == before + 1, "the link still answers"
+            await rig.plug("B")
+            await rig.advance(1.0)
+            assert rig.connector.machine.state.startswith("B"), "the connector still follows the pilot"
 
     asyncio.run(scenario())

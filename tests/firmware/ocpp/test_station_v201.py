@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import ocpp.messages
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,9 +22,6 @@ from firmware.ocpp.v201 import V201Adapter, charging_state, stop_reason
 from firmware.ocpp.v201_handlers import profile_to_v201
 from hil.csms import CsmsCallError, CsmsPolicy
 from tests.firmware.ocpp.station_rig import StationRig, station_rig
-
-# The ocpp package validates in a thread pool otherwise, which lets virtual time run on during a check.
-ocpp.messages.ASYNC_VALIDATION = False
 
 V201 = "ocpp2.0.1"
 V21 = "ocpp2.1"
@@ -706,3 +702,46 @@ def test_reported_profiles_parse_back_to_the_installed_profile(case: tuple[dict[
     wire, evse = case
     profile = profile_from_v201(wire, evse)
     assert profile_from_v201(profile_to_v201(profile), evse) == profile
+
+
+@pytest.mark.timeout(60)
+def test_update_firmware_and_get_log_report_their_steps_with_the_request_id(tmp_path: Path) -> None:
+    uploads: list[str] = []
+
+    def setup(rig: StationRig) -> None:
+        async def install(path: Path) -> bool:
+            return path.read_bytes() == b"image"
+
+        rig.station.maintenance.install_hook = install
+        rig.station.maintenance.fetch = lambda url, target: target.write_bytes(b"image")
+        rig.station.maintenance.upload = lambda url, name, content: uploads.append(name)
+
+    async def pump(rig: StationRig, action: str, count: int) -> list[dict[str, Any]]:
+        for _ in range(200):
+            await rig.advance(0.5)
+            if len(_payloads(rig, action)) >= count:
+                break
+            await asyncio.sleep(0.001)  # transfers run in a worker thread
+        return _payloads(rig, action)
+
+    async def scenario() -> None:
+        async with station_rig(tmp_path, protocol=V201, before_start=setup) as rig:
+            firmware = {"location": "https://127.0.0.1/fw.bin", "retrieveDateTime": "2020-01-01T00:00:00Z"}
+            answer = await rig.call("UpdateFirmware", {"requestId": 42, "firmware": firmware})
+            assert answer["status"] == "Accepted"
+            statuses = await pump(rig, "FirmwareStatusNotification", 4)
+            assert [(p["status"], p["requestId"]) for p in statuses] == [
+                ("Downloading", 42), ("Downloaded", 42), ("Installing", 42), ("Installed", 42)
+            ]  # fmt: skip
+            bad = await rig.call("UpdateFirmware", {"requestId": 43, "firmware": {**firmware, "location": "file:///x"}})
+            assert bad["status"] == "Rejected"
+
+            log_answer = await rig.call(
+                "GetLog", {"requestId": 7, "logType": "DiagnosticsLog", "log": {"remoteLocation": "ftp://127.0.0.1/l"}}
+            )
+            assert log_answer["status"] == "Accepted"
+            statuses = await pump(rig, "LogStatusNotification", 2)
+            assert [(p["status"], p["requestId"]) for p in statuses] == [("Uploading", 7), ("Uploaded", 7)]
+            assert uploads == [log_answer["filename"]]
+
+    asyncio.run(scenario())
