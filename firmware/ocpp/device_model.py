@@ -584,14 +584,7 @@ class DeviceModel:
         for data in get_variable_data:
             request = _parse_request(data)
             status, spec, info = self._resolve(request)
-            result: dict[str, Any] = {
-                "attributeStatus": status or "Accepted",
-                "attributeType": request.attribute_type if request.attribute_type in ATTRIBUTE_TYPES else "Actual",
-                "component": request.component,
-                "variable": request.variable,
-            }
-            if info:
-                result["attributeStatusInfo"] = {"reasonCode": "InvalidValue", "additionalInfo": info}
+            result = _result_head(status, request, info)
             if not status and spec is not None:
                 attribute = spec.attribute(request.attribute_type)
                 assert attribute is not None
@@ -616,14 +609,7 @@ class DeviceModel:
         for data in set_variable_data:
             request = _parse_request(data)
             status, spec, info = self._resolve(request)
-            result: dict[str, Any] = {
-                "attributeStatus": status or "Accepted",
-                "attributeType": request.attribute_type if request.attribute_type in ATTRIBUTE_TYPES else "Actual",
-                "component": request.component,
-                "variable": request.variable,
-            }
-            if info:
-                result["attributeStatusInfo"] = {"reasonCode": "InvalidValue", "additionalInfo": info}
+            result = _result_head(status, request, info)
             if not status and spec is not None:
                 self._set_one(spec, request, _field(data, "attributeValue"), result, previous, accepted, len(results))
             results.append(result)
@@ -848,3 +834,16 @@ class DeviceModel:
 
     def variables(self) -> list[VariableKey]:
         return list(self._specs)
+
+
+def _result_head(status: str | None, request: Any, info: str | None) -> dict[str, Any]:
+    """The part of a Get/SetVariableResult every outcome has (2.0.1 B05/B06)."""
+    result: dict[str, Any] = {
+        "attributeStatus": status or "Accepted",
+        "attributeType": request.attribute_type if request.attribute_type in ATTRIBUTE_TYPES else "Actual",
+        "component": request.component,
+        "variable": request.variable,
+    }
+    if info:
+        result["attributeStatusInfo"] = {"reasonCode": "InvalidValue", "additionalInfo": info}
+    return result
