@@ -49,6 +49,9 @@ OcppEventSink = Callable[[dict[str, Any]], None]
 BOOT_RETRY_DEFAULT_S = 60.0
 #: A CSMS interval shorter than this would hammer it (and us); longer than a day is a typo.
 MIN_INTERVAL_S, MAX_INTERVAL_S = 1.0, 86_400.0
+#: After the CSMS refused us for good (HTTP 401, an untrusted certificate, no common subprotocol), the
+#: next attempt comes this much later.
+CONFIG_RETRY_S = 300.0
 #: Wait for the lock to confirm an UnlockConnector command (motor locks need 0.4-0.6 s).
 UNLOCK_CONFIRM_S = 3.0
 #: Re-evaluate the charging-profile limit at least this often (profile edges are computed exactly;
@@ -271,9 +274,12 @@ class OcppStation:
                     on_failure=lambda n, exc: log.warning("CSMS connection attempt %d failed: %s", n, exc),
                 )
             except TransportError as exc:
-                log.error("OCPP uplink disabled: %s", exc)
+                # A refusal (credentials, certificate, protocol) will not go away by knocking every few
+                # seconds, but it may be fixed at the CSMS: try again, rarely.
+                log.error("OCPP uplink disabled: %s; trying again in %.0f s", exc, CONFIG_RETRY_S)
                 self._event("tx", "error", {"error": str(exc)})
-                return
+                await self.clock.sleep(CONFIG_RETRY_S)
+                continue
             self._link = link
             self._event("rx", "connected", {})
             reader = asyncio.create_task(self.adapter.run(link), name="ocpp-reader")

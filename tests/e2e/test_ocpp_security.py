@@ -96,7 +96,7 @@ def test_profile_1_station_with_a_wrong_password_stops_and_never_boots(
             async with station_on(tmp_path, peer, "not-the-right-password", events) as station:
                 rejected = await peer.wait_for(lambda e: e["ev"] == "rejected", 15.0)
                 assert rejected["identity"] == STATION and rejected["reason"] == "bad password"
-                # The station reports the refusal as a TransportError and its connection loop returns.
+                # The station reports the refusal as a TransportError and waits CONFIG_RETRY_S (300 s) to retry.
                 for _ in range(100):
                     if any(e["action"] == "error" for e in events):
                         break

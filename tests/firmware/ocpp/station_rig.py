@@ -19,6 +19,7 @@ import ocpp.messages
 from firmware.connector import Connector, ConnectorSettings
 from firmware.ocpp.link import Link, MemoryLink, memory_link_pair
 from firmware.ocpp.station import OcppStation, StationSettings
+from firmware.ocpp.transport import TransportError
 from firmware.ocpp.uplink import build_station
 from firmware.simulation import SimulatedCharger
 from hil.csms import CsmsEvent, CsmsPolicy, EmbeddedCsms
@@ -35,6 +36,7 @@ class StationRig:
     protocol: str
     links: list[MemoryLink] = field(default_factory=list)
     reachable: bool = True
+    refused: bool = False  # the CSMS refuses us for good (as HTTP 401 would)
     resets: list[str] = field(default_factory=list)
     ocpp_events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -117,6 +119,8 @@ async def station_rig(
         assert rig is not None
         if not rig.reachable:
             raise ConnectionError("CSMS unreachable (test outage)")
+        if rig.refused:
+            raise TransportError("the CSMS refused our credentials (HTTP 401)")
         station_end, csms_end = memory_link_pair()
         rig.links.append(station_end)
         await csms.attach(STATION, csms_end, protocol)  # type: ignore[arg-type]

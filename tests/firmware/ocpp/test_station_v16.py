@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firmware.ocpp.maintenance import TransferError
+from firmware.ocpp.station import CONFIG_RETRY_S
 from firmware.ocpp.timestamps import is_utc_rfc3339
 from hil.csms import CsmsCallError, CsmsPolicy
 from tests.firmware.ocpp.station_rig import T0, StationRig, station_rig
@@ -430,5 +431,23 @@ def test_whatever_the_csms_sends_the_station_and_the_connector_keep_working(tmp_
             await rig.plug("B")
             await rig.advance(1.0)
             assert rig.connector.machine.state.startswith("B"), "the connector still follows the pilot"
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_a_refused_station_tries_again_rarely_not_every_few_seconds(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        def refuse(rig: StationRig) -> None:
+            rig.refused = True
+
+        async with station_rig(tmp_path, before_start=refuse) as rig:
+            await rig.advance(CONFIG_RETRY_S - 10)
+            assert rig.calls() == [] and not rig.station.online
+            errors = [e for e in rig.ocpp_events if e["action"] == "error"]
+            assert len(errors) == 1 and "401" in errors[0]["payload"]["error"]
+            rig.refused = False  # fixed at the CSMS
+            await rig.advance(20.0)
+            assert rig.station.registration == "Accepted"
 
     asyncio.run(scenario())
