@@ -394,6 +394,16 @@ class Outbox:
             ).fetchall()
         return [_message_from_row(row) for row in rows]
 
+    def session_messages(self, tx_ref: str, action: str) -> list[QueuedMessage]:
+        """Every kept message of one session with ``action`` (pending, delivered or dropped), oldest
+        first: what a restarted station needs to continue the session where it left it (the 2.0.1
+        seqNo). Delivered history is pruned oldest first, so the newest messages are always there."""
+        with self._read("cannot read the outbox") as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM ocpp_outbox WHERE tx_ref = ? AND action = ? ORDER BY seq", (tx_ref, action)
+            ).fetchall()
+        return [_message_from_row(row) for row in rows]
+
     def __len__(self) -> int:
         """The number of pending messages."""
         with self._read("cannot read the outbox") as conn:

@@ -229,6 +229,10 @@ class OcppStation:
         self.sender.on_delivered = self.adapter.on_delivered
         for n, connector in connectors.items():
             connector.add_listener(self._listener(n))
+            if connector.session_id is not None:
+                # The connector booted first and resumed a session from its journal: continue its
+                # transaction (the queued messages carry its reference).
+                self._on_session(n, {"action": "resumed", "id": connector.session_id})
 
     # ================================================================== life cycle
     async def start(self) -> None:

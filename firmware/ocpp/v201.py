@@ -437,16 +437,13 @@ class V201Adapter:
 
     def ensure_transaction_id(self, tx: Transaction) -> None:
         """A transaction resumed after a restart has no id yet: it is its session id again, and its seqNo
-        continues after the events still queued for it."""
+        continues after every event the outbox kept for it, delivered or still queued (E03: a seqNo is
+        never repeated within a transaction)."""
         if tx.transaction_id is not None:
             return
         tx.transaction_id = tx.ref
         try:
-            queued = [
-                m.payload.get("seqNo")
-                for m in self.station.outbox.pending()
-                if m.action == "TransactionEvent" and m.tx_ref == tx.ref
-            ]
+            queued = [m.payload.get("seqNo") for m in self.station.outbox.session_messages(tx.ref, "TransactionEvent")]
         except Exception as exc:
             log.error("cannot read the outbox to continue transaction %s: %s", tx.ref, exc)
             queued = []

@@ -100,11 +100,21 @@ async def station_rig(
     config: dict[str, str] | None = None,
     free_charging: bool = False,
     before_start: Callable[[StationRig], None] | None = None,
+    ev_at_boot: str | None = None,
 ) -> AsyncIterator[StationRig]:
+    """``ev_at_boot`` ("B", "C"): an EV is already plugged in when the charger boots (a restart)."""
+
+    def plug_at_boot(plant: Any) -> None:
+        if ev_at_boot is not None:
+            plant.pp_ohm, plant.ev_state = 220.0, ev_at_boot
+
     # In-loop validation for the rig's lifetime only: real-time tests elsewhere keep the library default.
     saved, ocpp.messages.ASYNC_VALIDATION = ocpp.messages.ASYNC_VALIDATION, False
     sim = SimulatedCharger(
-        "sim-ac", journal_path=tmp_path / "journal.db", settings=ConnectorSettings(free_charging=free_charging)
+        "sim-ac",
+        journal_path=tmp_path / "journal.db",
+        settings=ConnectorSettings(free_charging=free_charging),
+        before_start=plug_at_boot,
     )
     await sim.start()
     clock = sim.clock

@@ -745,3 +745,26 @@ def test_update_firmware_and_get_log_report_their_steps_with_the_request_id(tmp_
             assert uploads == [log_answer["filename"]]
 
     asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_a_transaction_resumed_after_a_restart_never_repeats_a_seqno(tmp_path: Path) -> None:
+    """Power loss mid-transaction with every event delivered: after the restart the session resumes (the
+    journal) and its TransactionEvents continue the seqNo instead of starting at 0 again."""
+
+    async def scenario() -> None:
+        async with station_rig(tmp_path, protocol=V201) as rig:
+            await _charge(rig)
+            await rig.advance(30.0)
+            before = [p for p in _payloads(rig, "TransactionEvent")]
+            assert before and len(rig.station.outbox) == 0, "everything delivered before the power loss"
+            last_seq = max(p["seqNo"] for p in before)
+            tx_id = before[0]["transactionInfo"]["transactionId"]
+        async with station_rig(tmp_path, protocol=V201, ev_at_boot="C") as rig:
+            await rig.draw(16.0)
+            await rig.advance(90.0)  # past a TxUpdatedInterval
+            after = [p for p in _payloads(rig, "TransactionEvent") if p["transactionInfo"]["transactionId"] == tx_id]
+            assert after, "the resumed transaction keeps reporting under its id"
+            assert min(p["seqNo"] for p in after) == last_seq + 1
+
+    asyncio.run(scenario())
