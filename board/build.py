@@ -52,10 +52,13 @@ from hal.drivers.mcu_link import (
     McuResidualCurrentMonitor,
 )
 from hal.drivers.ntc import NtcTemperature
+from hal.drivers.rdm6300 import READ_TIMEOUT_S as RDM6300_READ_TIMEOUT_S
+from hal.drivers.rdm6300 import Rdm6300Reader
 from hal.errors import HalError
 from hal.interfaces import (
     ConnectorLock,
     Contactor,
+    IdReader,
     Indicator,
     InsulationMonitor,
     Meter,
@@ -84,6 +87,7 @@ class SimWorld:
     wiring: Any = None  # hal.sim.gpio_wiring.GpioWiring
     coprocessor: Any = None  # hal.sim.coprocessor.CoprocessorSim
     converter: Any = None  # hal.sim.infy_module.InfyModuleSim
+    rfid: Any = None  # hal.sim.rdm6300.Rdm6300Sim
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -104,6 +108,7 @@ class BoardHal:
     converter: PowerConverter | None = None
     imd: InsulationMonitor | None = None
     indicator: Indicator | None = None
+    id_reader: IdReader | None = None
     mcu: McuLink | None = None
     sim: SimWorld | None = None
     #: Set on simulated boards whose every input reports its changes (hal.changes); None: poll.
@@ -497,6 +502,25 @@ class _Builder:
         self.closers.append(drv.release)
         return drv
 
+    def id_reader(self) -> IdReader | None:
+        r = self.cfg.rfid
+        if r is None:
+            return None
+        port = r.port
+        if self.sim is not None:
+            from hal.sim.rdm6300 import Rdm6300Sim
+
+            # Its own pty, as the co-processor has: the driver opens the slave like /dev/serial0.
+            self.sim.rfid, port = Rdm6300Sim.open_pty(clock=self.clock)
+            self.closers.append(self.sim.rfid.close)
+        serial_port = open_serial(port, r.baudrate, timeout=RDM6300_READ_TIMEOUT_S)
+        self.closers.append(serial_port.close)
+        reader = Rdm6300Reader(
+            serial_port, name=f"RDM6300 on {r.port}", clock=self.clock, repeat_after_s=r.repeat_after_s
+        )
+        self.closers.append(reader.close)  # runs before the port closes: the reader thread ends first
+        return reader
+
 
 def adc_vref(cfg: BoardConfig) -> float:
     assert cfg.adc is not None
@@ -540,6 +564,7 @@ async def open_board(
             converter=await b.converter(),
             imd=b.imd(),
             indicator=b.indicator(),
+            id_reader=b.id_reader(),
             mcu=b.mcu,
             sim=b.sim,
             # A co-processor's readings arrive over its serial link, which tells nobody: poll those.

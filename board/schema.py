@@ -248,6 +248,18 @@ class GpioIndicator(_Model):
     blue_pin: Pin
 
 
+class Rdm6300Rfid(_Model):
+    driver: Literal["rdm6300"]
+    port: str = Field(min_length=1, description="UART device path, or 'sim' for the simulated reader")
+    baudrate: Literal[9600] = Field(default=9600, description="the RDM6300 / RDM630 sends at 9600 Bd only")
+    rx_pin: Pin | None = Field(
+        default=None, description="BCM GPIO of the UART's RXD the reader's TX is wired to (checked for clashes)"
+    )
+    connector: int = Field(default=1, ge=1, description="the connector a card presented here authorises")
+    # Modules repeat a held card's frame every 50-100 ms; a card away this long is a new swipe.
+    repeat_after_s: float = Field(default=2.0, ge=0, le=60)
+
+
 PilotConfig = Annotated[GpioPwmPilot | CoprocessorFunction, Field(discriminator="driver")]
 PilotSenseConfig = Annotated[AdcPilotSense | CoprocessorFunction, Field(discriminator="driver")]
 ProximityConfig = Annotated[AdcProximity | FixedCable, Field(discriminator="driver")]
@@ -275,6 +287,7 @@ class BoardConfig(_Model):
     converter: InfyConverter | None = None
     imd: GpioImd | None = None
     indicator: GpioIndicator | None = None
+    rfid: Rdm6300Rfid | None = None
 
     # ------------------------------------------------------------------ cross-field rules
     @model_validator(mode="after")
@@ -285,6 +298,7 @@ class BoardConfig(_Model):
         self._check_pins()
         self._check_adc_channels()
         self._check_spi_devices()
+        self._check_rfid()
         return self
 
     def _functions(self) -> dict[str, BaseModel]:
@@ -299,6 +313,7 @@ class BoardConfig(_Model):
             "converter": self.converter,
             "imd": self.imd,
             "indicator": self.indicator,
+            "rfid": self.rfid,
         }
         for i, t in enumerate(self.temperature):
             named[f"temperature[{i}]"] = t
@@ -438,3 +453,16 @@ class BoardConfig(_Model):
             if key in seen:
                 raise ValueError(f"SPI bus {key[0]} device {key[1]} is used twice: {seen[key]} and {fname}")
             seen[key] = fname
+
+    def _check_rfid(self) -> None:
+        r = self.rfid
+        if r is None:
+            return
+        is_sim = r.port == "sim"
+        if self.board.simulated and not is_sim:
+            raise ValueError(f"board.simulated = true but rfid.port = {r.port!r}; a simulated board must use 'sim'")
+        if not self.board.simulated and is_sim:
+            raise ValueError("rfid.port = 'sim' is only allowed with board.simulated = true")
+        # One UART serves one device: the co-processor link and the reader cannot share a port.
+        if not is_sim and self.buses.serial is not None and self.buses.serial.port == r.port:
+            raise ValueError(f"serial port {r.port} is used twice: buses.serial.port and rfid.port")

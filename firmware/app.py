@@ -2,8 +2,9 @@
 
 Boot order: open the journal (a corrupt one is moved aside and a new one started, never a crash),
 open the board with the meter totals resumed from the journal, start the connector (self-test,
-reconciliation with the hardware), then the control socket. Shutdown runs the same way backwards and
-leaves the hardware safe (contactor open, pilot F).
+reconciliation with the hardware), then the control socket and, on a board with an RFID reader, the
+task that hands the cards read to the OCPP station (or, without an uplink, authorises the connector).
+Shutdown runs the same way backwards and leaves the hardware safe (contactor open, pilot F).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Protocol
 
 from board.build import open_board
 from board.schema import BoardConfig
@@ -20,9 +23,15 @@ from firmware.connector import Connector, ConnectorSettings
 from firmware.control import ControlServer
 from firmware.journal import Journal
 from firmware.ocpp.station import StationSettings
-from hal.clock import RealClock
+from hal.clock import Clock, RealClock
+from hal.errors import HalError
+from hal.interfaces import IdReader
 
 log = logging.getLogger(__name__)
+
+#: Pause after a failed read before the reader is tried again: a dead UART must neither spin the loop
+#: nor flood the log, and a reader that comes back is used again within this long.
+ID_READER_RETRY_S = 5.0
 
 
 async def run_firmware(
@@ -76,6 +85,7 @@ async def run_firmware(
         plant=hal.sim.plant if hal.sim else None,
         present_id=(lambda tag: station.present_id(settings.connector_id, tag)) if station is not None else None,
     )
+    reader_task: asyncio.Task[None] | None = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -85,15 +95,82 @@ async def run_firmware(
         if station is not None:
             await station.start()
         await control.start()
+        if hal.id_reader is not None and cfg.rfid is not None:
+            if cfg.rfid.connector == settings.connector_id:
+                present = id_presenter(connector, station, cfg.rfid.connector)
+                reader_task = asyncio.create_task(run_id_reader(hal.id_reader, present, clock=clock), name="rfid")
+            else:
+                log.error(
+                    "rfid.connector = %d but this firmware runs connector %d: the card reader is not used",
+                    cfg.rfid.connector,
+                    settings.connector_id,
+                )
         log.info("running board %s; control socket %s", cfg.board.name, control_path)
         await stop.wait()
     finally:
+        if reader_task is not None:
+            reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader_task
         await control.stop()
         if station is not None:
             await station.stop()
         await connector.stop()
         await hal.close()
         journal.close()
+
+
+class _PresentsIds(Protocol):
+    async def present_id(self, connector_id: int, id_tag: str) -> str: ...
+
+
+def id_presenter(
+    connector: Connector, station: _PresentsIds | None, connector_id: int
+) -> Callable[[str], Awaitable[str]]:
+    """Where a card read goes: the OCPP station decides (local list, cache, Authorize, offline
+    policy, a second swipe ends the session); without an uplink the charger stands alone and the card
+    authorises the connector as it is."""
+    if station is not None:
+
+        async def to_station(id_tag: str) -> str:
+            return await station.present_id(connector_id, id_tag)
+
+        return to_station
+
+    async def standalone(id_tag: str) -> str:
+        connector.authorize(id_tag)
+        return "Accepted"
+
+    return standalone
+
+
+async def run_id_reader(
+    reader: IdReader,
+    present: Callable[[str], Awaitable[str]],
+    *,
+    clock: Clock,
+    retry_after_s: float = ID_READER_RETRY_S,
+) -> None:
+    """Read cards until cancelled and hand each id to ``present``. A reader that fails is logged and
+    tried again after ``retry_after_s``; a card whose presentation fails is logged and dropped. Nothing
+    raised here may end the firmware."""
+    while True:
+        try:
+            id_tag = await reader.read_id()
+        except HalError as exc:  # names the device itself
+            log.error("%s; reading cards again in %g s", exc, retry_after_s)
+            await clock.sleep(retry_after_s)
+            continue
+        except Exception:
+            log.exception("%s: reader failed; reading cards again in %g s", reader.name, retry_after_s)
+            await clock.sleep(retry_after_s)
+            continue
+        try:
+            status = await present(id_tag)
+        except Exception:
+            log.exception("%s: card %s could not be presented", reader.name, id_tag)
+            continue
+        log.info("%s: card %s: %s", reader.name, id_tag, status)
 
 
 def _log_event(kind: str, data: dict[str, object]) -> None:

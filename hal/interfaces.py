@@ -170,3 +170,25 @@ class InsulationMonitor(Protocol):
 @runtime_checkable
 class Indicator(Protocol):
     async def show(self, indication: Indication) -> None: ...
+
+
+@runtime_checkable
+class IdReader(Protocol):
+    """An identification reader (RFID card, key fob): yields the id of each card presented.
+
+    ``read_id`` waits for the next card for as long as it takes (no card may come for hours); the
+    caller bounds the wait by cancelling it, and a cancelled wait loses no card. A card held on the
+    reader is reported once, not once per frame the reader repeats. Bad frames on the line are the
+    driver's business (logged, dropped); a failed bus raises a :class:`hal.errors.HalError`.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    async def read_id(self) -> str:
+        """The id of the next card presented, as the reader's driver spells it (upper-case hex)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop reading; a later ``read_id`` starts again. The bus itself belongs to whoever opened it."""
+        ...

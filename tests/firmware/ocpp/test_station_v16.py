@@ -355,7 +355,8 @@ def test_a_failed_download_is_retried_then_reported(tmp_path: Path) -> None:
                 await asyncio.sleep(0.001)
             statuses = [e.payload["status"] for e in rig.calls("FirmwareStatusNotification")]
             assert statuses == ["Downloading", "Downloading", "Downloading", "DownloadFailed"]
-            assert len(attempts) == 3 and attempts[1] - attempts[0] == pytest.approx(30.0, abs=1.0)
+            # The worker thread's attempt is seen at the next 0.5 s step of the test's clock.
+            assert len(attempts) == 3 and 30.0 <= attempts[1] - attempts[0] <= 31.6
 
     asyncio.run(scenario())
 
@@ -449,5 +450,90 @@ def test_a_refused_station_tries_again_rarely_not_every_few_seconds(tmp_path: Pa
             rig.refused = False  # fixed at the CSMS
             await rig.advance(20.0)
             assert rig.station.registration == "Accepted"
+
+    asyncio.run(scenario())
+
+
+def _utc(rig: StationRig, seconds_from_now: float) -> str:
+    """A 1.6 dateTime `seconds_from_now` on the rig's wall clock."""
+    return (T0 + timedelta(seconds=rig.now + seconds_from_now)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _reserve(rig: StationRig, reservation_id: int, id_tag: str = "RES", expires_in_s: float = 600.0) -> str:
+    expiry = _utc(rig, expires_in_s)
+    answer = await rig.call(
+        "ReserveNow", {"connectorId": 1, "expiryDate": expiry, "idTag": id_tag, "reservationId": reservation_id}
+    )
+    return str(answer["status"])
+
+
+@pytest.mark.timeout(60)
+def test_a_reservation_holds_the_connector_for_its_id_and_the_transaction_names_it(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with station_rig(tmp_path) as rig:
+            t = rig.now
+            assert await _reserve(rig, 41) == "Accepted"
+            await rig.advance(1.0)
+            assert rig.statuses(t)[-1] == "Reserved"  # 1.6 §5.13
+            await rig.plug("B")
+            await rig.advance(1.0)
+            assert await rig.run(rig.station.present_id(1, "SOMEONE-ELSE")) == "Blocked"
+            assert rig.calls("Authorize") == [], "a refused id is not even asked about"
+            assert not rig.sim.plant.contacts_closed
+            await _charge(rig, tag="RES")
+            await rig.advance(2.0)
+            [start] = rig.calls("StartTransaction")
+            assert start.payload["idTag"] == "RES" and start.payload["reservationId"] == 41
+            # The reservation is used up: cancelling it now finds nothing.
+            assert (await rig.call("CancelReservation", {"reservationId": 41}))["status"] == "Rejected"
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_a_reservation_ends_at_its_expiry_date_or_when_cancelled(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with station_rig(tmp_path) as rig:
+            t = rig.now
+            # The expiryDate has whole seconds: it falls 59-60 s from now.
+            assert await _reserve(rig, 7, expires_in_s=60.0) == "Accepted"
+            await rig.advance(58.0)
+            assert rig.statuses(t)[-1] == "Reserved"
+            await rig.advance(4.0)  # just past the expiryDate, nothing else happening on the connector
+            assert rig.statuses(t)[-1] == "Available", rig.statuses(t)
+            await rig.plug("B")
+            await rig.advance(1.0)
+            assert await rig.run(rig.station.present_id(1, "ANYONE")) == "Accepted", "the expired hold is gone"
+            await rig.unplug()
+            await rig.advance(5.0)
+
+            t = rig.now
+            assert await _reserve(rig, 8) == "Accepted"
+            await rig.advance(1.0)
+            assert rig.statuses(t)[-1] == "Reserved"
+            assert (await rig.call("CancelReservation", {"reservationId": 999}))["status"] == "Rejected"
+            await rig.advance(1.0)
+            assert rig.statuses(t)[-1] == "Reserved", "an unknown id cancels nothing"
+            assert (await rig.call("CancelReservation", {"reservationId": 8}))["status"] == "Accepted"
+            await rig.advance(1.0)
+            assert rig.statuses(t)[-1] == "Available"
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_reserve_now_on_an_occupied_or_faulted_connector_is_refused_with_the_reason(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with station_rig(tmp_path) as rig:
+            await rig.plug("B")
+            await rig.advance(1.0)
+            assert await _reserve(rig, 1) == "Occupied"  # 1.6 §7.37 ReservationStatus
+            await rig.unplug()
+            await rig.advance(2.0)
+            rig.sim.plant.residual_current_ma = 40.0  # above the RCD's trip threshold: a fault that stops power
+            await rig.advance(2.0)
+            assert rig.statuses()[-1] == "Faulted"
+            assert await _reserve(rig, 2) == "Faulted"
+            assert (await rig.call("CancelReservation", {"reservationId": 2}))["status"] == "Rejected"
 
     asyncio.run(scenario())
