@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 from board.loader import BoardError, load_board, shipped_boards
 from hal.errors import HalError
@@ -61,6 +62,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     status = asyncio.run(run_demo(Path(args.out), csms_url=args.csms, ocpp=args.ocpp))
     print("\nbring-up probe of every simulated board (drivers running against bus simulators)\n")
     return status or asyncio.run(run_probe(["sim-ac", "sim-dc-bidi"], actuate=True, as_json=False))
+
+
+def _cmd_ocmf_verify(args: argparse.Namespace) -> int:
+    from firmware.metering.ocmf import OcmfError, public_key_from, verify
+
+    try:
+        record = Path(args.file).read_text(encoding="utf-8").strip() if args.file else args.record
+        key_text = args.public_key
+        if Path(key_text).is_file():
+            key_text = Path(key_text).read_text(encoding="utf-8")
+        if not record:
+            print("evse ocmf verify: give a record or --file", file=sys.stderr)
+            return 2
+        parsed = verify(record, public_key_from(key_text))
+    except OSError as exc:
+        print(f"evse ocmf verify: {exc}", file=sys.stderr)
+        return 2
+    except OcmfError as exc:
+        print(f"INVALID: {exc}")
+        return 1
+    readings = ", ".join(f"{r.get('TX')} {r.get('RV')} {r.get('RU')} at {r.get('TM')}" for r in parsed.payload["RD"])
+    print(f"VALID: meter {parsed.payload.get('MS')}, {parsed.payload.get('PG')}: {readings}")
+    return 0
 
 
 def _cmd_faults(args: argparse.Namespace) -> int:
@@ -223,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ocpp", choices=("1.6", "2.0.1", "2.1"), default="1.6", help="with --csms: the OCPP version")
     p.set_defaults(func=_cmd_demo)
 
+    ocmf = sub.add_parser("ocmf", help="signed meter values (OCMF)").add_subparsers(dest="ocmf_command", required=True)
+    p = ocmf.add_parser("verify", help="check an OCMF record's signature")
+    p.add_argument("record", nargs="?", help="the record, OCMF|{...}|{...} (or --file)")
+    p.add_argument("--file", help="a file holding the record")
+    p.add_argument("--public-key", required=True, help="hex DER public key, PEM text, or a file with either")
+    p.set_defaults(func=_cmd_ocmf_verify)
     p = sub.add_parser("faults", help="the fault catalogue: each fault's reaction and recovery rule")
     p.set_defaults(func=_cmd_faults)
 

@@ -1,0 +1,1 @@
+"""Metering beyond the meter chip: signed meter values (OCMF)."""
