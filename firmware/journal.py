@@ -88,6 +88,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from firmware.sqlite_file import SqliteFile
 from hal.types import PILOT_DUTY_MAX_PERMILLE, PilotMode
 
 #: Schema version this firmware writes. Bump it together with a new entry in ``MIGRATIONS``.
@@ -301,7 +302,7 @@ def _session_from_row(row: Sequence[Any]) -> SessionRecord:
 
 
 # -------------------------------------------------------------------------------------------- journal
-class Journal:
+class Journal(SqliteFile):
     """The session journal on one SQLite file (created if missing). See the module docstring for the
     durability guarantees, the reconciliation policy and the errors."""
 
@@ -337,19 +338,6 @@ class Journal:
     @property
     def path(self) -> Path:
         return self._path
-
-    def close(self) -> None:
-        """Close the file (idempotent). Every later call raises :class:`JournalError`."""
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            with self._guard("cannot close"):
-                conn.close()
-
-    def __enter__(self) -> Journal:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------------------------ sessions
     def start_session(
@@ -684,32 +672,8 @@ class Journal:
                 raise JournalCorrupt(self._path, f"{action}: the file is damaged or not a database ({exc})") from exc
             raise JournalError(self._path, f"{action}: {exc}") from exc
 
-    @contextlib.contextmanager
-    def _read(self, action: str) -> Iterator[sqlite3.Connection]:
-        conn = self._connection()
-        with self._guard(action):
-            yield conn
-
-    @contextlib.contextmanager
-    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction, committed (and so synced to storage) before the caller returns. BEGIN
-        IMMEDIATE takes the write lock first, so a check and the write that depends on it cannot be
-        interleaved with another writer's."""
-        conn = self._connection()
-        with self._guard(action):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            finally:
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise JournalError(self._path, "the journal is closed")
-        return self._conn
+    def _closed_error(self) -> Exception:
+        return JournalError(self._path, "the journal is closed")
 
     def _time(self, name: str, value: float | None) -> float:
         if value is None:

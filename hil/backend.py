@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +139,3 @@ class Backend:
         if self.csms is not None:
             await self.csms.stop()
         ocpp.messages.ASYNC_VALIDATION = self._saved_validation
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

@@ -13,9 +13,7 @@ what the CSMS is told.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +22,8 @@ from typing import Any, Literal
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from firmware.files import write_atomic
 
 #: OCMF signature algorithm identifier (OCMF "Signature" section, SA).
 SIGNATURE_ALGORITHM = "ECDSA-secp256r1-SHA256"
@@ -144,15 +144,10 @@ def load_or_create_key(path: Path) -> ec.EllipticCurvePrivateKey:
         return key
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ocmf-key-")
     try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        write_atomic(path, pem)  # private: 0600
+    except OSError as exc:
+        raise OcmfError(f"{path}: cannot store the OCMF signing key: {exc}") from exc
     return key
 
 

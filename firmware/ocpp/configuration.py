@@ -33,12 +33,10 @@ changed follows the catalogue default of the firmware that runs. Every accepted 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +45,7 @@ from typing import Any, Literal, TypeVar
 from ocpp.exceptions import OccurenceConstraintViolationError
 from ocpp.v16.enums import Measurand
 
+from firmware.files import write_atomic
 from firmware.ocpp.measurands import SUPPORTED as METER_MEASURANDS
 from firmware.ocpp.smart_charging import (
     CHARGE_PROFILE_MAX_STACK_LEVEL,
@@ -74,43 +73,10 @@ class StoreError(Exception):
         self.problem = problem
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable; a file system that cannot sync a directory is tolerated."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
 def write_json_atomic(path: Path, data: object) -> None:
-    """Replace ``path`` with ``data`` as JSON so that a crash or power loss leaves the old or the new file.
-
-    Write a temporary file in the same directory, fsync it, ``os.replace`` it over the target (atomic on
-    POSIX) and fsync the directory so the rename itself is on the storage. The file is private (0600): it
-    may hold an authorisation key or id tags. Raises OSError; the temporary file never outlives a failure.
-    """
-    text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
-    directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_directory(directory)
+    """Replace ``path`` with ``data`` as JSON so that a crash or power loss leaves the old or the new file
+    (:func:`firmware.files.write_atomic`: private, fsynced, renamed). Raises OSError."""
+    write_atomic(path, (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _remove_stale_temporaries(path: Path) -> None:

@@ -81,6 +81,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, TypeGuard
 
 from firmware.journal import BUSY_TIMEOUT_S, Journal, JournalError
+from firmware.sqlite_file import SqliteFile
 from hal.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -283,7 +284,7 @@ class _Prepared:
 
 
 # --------------------------------------------------------------------------------------------- outbox
-class Outbox:
+class Outbox(SqliteFile):
     """The persistent outbox on the journal's SQLite file (``None``: in memory). See the module docstring."""
 
     def __init__(
@@ -320,19 +321,6 @@ class Outbox:
     @property
     def path(self) -> str | Path:
         return self._path
-
-    def close(self) -> None:
-        """Close the connection (idempotent). Every later call raises :class:`OutboxError`."""
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            with self._guard("cannot close"):
-                conn.close()
-
-    def __enter__(self) -> Outbox:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------------------------------- put
     def put(
@@ -760,32 +748,8 @@ class Outbox:
         except (TypeError, ValueError) as exc:  # a stored payload that is not JSON (edited by hand)
             raise OutboxError(self._path, f"{action}: unreadable stored data: {exc}") from exc
 
-    @contextlib.contextmanager
-    def _read(self, action: str) -> Iterator[sqlite3.Connection]:
-        conn = self._connection()
-        with self._guard(action):
-            yield conn
-
-    @contextlib.contextmanager
-    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction, committed (so synced) before the caller returns; BEGIN IMMEDIATE takes the
-        write lock first so that a check and the write depending on it are not interleaved with another
-        writer (the journal's connection on the same file)."""
-        conn = self._connection()
-        with self._guard(action):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            finally:
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise OutboxError(self._path, "the outbox is closed")
-        return self._conn
+    def _closed_error(self) -> Exception:
+        return OutboxError(self._path, "the outbox is closed")
 
     def _check_seq(self, seq: int) -> None:
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:

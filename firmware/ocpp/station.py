@@ -20,7 +20,7 @@ import logging
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -29,6 +29,7 @@ from firmware.connector import Connector
 from firmware.iec61851.pilot import CpState
 from firmware.limits import Limit
 from firmware.ocpp.authorization import AuthCache, AuthPolicy, LocalAuthList
+from firmware.ocpp.calls import OcppCallError
 from firmware.ocpp.configuration import write_json_atomic
 from firmware.ocpp.link import Link, LinkClosed
 from firmware.ocpp.maintenance import Maintenance
@@ -36,7 +37,6 @@ from firmware.ocpp.outbox import Outbox, OutboxCallError, OutboxSender, QueuedMe
 from firmware.ocpp.smart_charging import ProfileStore, limit_at
 from firmware.ocpp.status import ConnectorView, Status, connector_status
 from firmware.ocpp.transport import Backoff, Security, TransportError, connect_with_retry, open_link
-from firmware.safety.faults import FaultCode
 from hal.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -122,15 +122,6 @@ class ProtocolAdapter(Protocol):
     def attempts(self) -> int: ...
 
     def retry_interval_s(self) -> float: ...
-
-
-class OcppCallError(Exception):
-    """The CSMS answered one of our calls with a CALLERROR."""
-
-    def __init__(self, code: str, description: str) -> None:
-        super().__init__(f"{code}: {description}")
-        self.code = code
-        self.description = description
 
 
 @dataclass
@@ -841,18 +832,3 @@ def _voltage(connector: Connector) -> float:
     if meter is not None and meter.voltage_v and max(meter.voltage_v) > 100:
         return sum(meter.voltage_v) / len(meter.voltage_v)
     return float(connector.hal.config.ratings.nominal_voltage_v or 230.0)
-
-
-def utc_after(moment: datetime, seconds: float) -> datetime:
-    return moment + timedelta(seconds=seconds)
-
-
-__all__ = [
-    "AVAILABILITY",
-    "FaultCode",
-    "OcppCallError",
-    "OcppStation",
-    "ProtocolAdapter",
-    "StationSettings",
-    "Transaction",
-]

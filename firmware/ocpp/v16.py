@@ -12,17 +12,16 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from ocpp.charge_point import camel_to_snake_case, remove_nones, serialize_as_dict, snake_to_camel_case
-from ocpp.exceptions import OCPPError
+from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call, call_result
 
+from firmware.ocpp.calls import call_action, plain_json
 from firmware.ocpp.charging_profiles import ProfileError, Purpose, profile_from_v16
 from firmware.ocpp.configuration import Configuration
-from firmware.ocpp.link import Link, LinkClosed
+from firmware.ocpp.link import Link
 from firmware.ocpp.maintenance import TransferError, check_location
 from firmware.ocpp.measurands import sampled_values_16
 from firmware.ocpp.outbox import QueuedMessage
@@ -379,17 +378,6 @@ _PURPOSES: dict[str, Purpose] = {
 MAX_COMPOSITE_S = 7 * 86_400
 
 
-def plain_json(value: Any) -> Any:
-    """The ``ocpp`` package parses JSON numbers as Decimal; our models take int and float."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() and "." not in str(value) else float(value)
-    if isinstance(value, dict):
-        return {k: plain_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain_json(v) for v in value]
-    return value
-
-
 def _payload(frame: list[Any], index: int) -> dict[str, Any]:
     value = frame[index] if len(frame) > index else {}
     return value if isinstance(value, dict) else {"value": value}
@@ -416,25 +404,7 @@ class V16Adapter:
             self._cp = None
 
     async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        from firmware.ocpp.station import OcppCallError
-
-        cp = self._cp
-        if cp is None:
-            raise LinkClosed("not connected")
-        try:
-            request = getattr(call, action)(**camel_to_snake_case(payload))
-        except (AttributeError, TypeError) as exc:
-            raise OcppCallError("FormationViolation", f"cannot build {action}: {exc}") from exc
-        try:
-            result = await cp.call(request, suppress=False)
-        except OCPPError as exc:
-            raise OcppCallError(str(exc.code), str(exc.description)) from exc
-        except TimeoutError as exc:
-            raise TimeoutError(f"no answer to {action}") from exc
-        if result is None:
-            return {}
-        answer: dict[str, Any] = snake_to_camel_case(remove_nones(serialize_as_dict(result)))
-        return answer
+        return await call_action(self._cp, call, action, payload, format_error="FormationViolation")
 
     # ------------------------------------------------------------------ settings
     def heartbeat_interval_s(self) -> float:

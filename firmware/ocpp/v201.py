@@ -24,20 +24,17 @@ from datetime import datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ocpp.charge_point import camel_to_snake_case, remove_nones, serialize_as_dict, snake_to_camel_case
-from ocpp.exceptions import OCPPError
 from ocpp.v21 import call as call21
 from ocpp.v201 import call as call201
 
+from firmware.ocpp.calls import call_action
 from firmware.ocpp.charging_profiles import ProfileError, profile_from_v201
 from firmware.ocpp.device_model import DeviceModel
 from firmware.ocpp.link import Link, LinkClosed
 from firmware.ocpp.measurands import Context, MeasurandError, sampled_values_201
 from firmware.ocpp.outbox import QueuedMessage
-from firmware.ocpp.station import OcppCallError
 from firmware.ocpp.status import Status, connector_status
-from firmware.ocpp.timestamps import TimestampError, utc_iso
-from firmware.ocpp.v16 import plain_json
+from firmware.ocpp.timestamps import utc_iso
 from firmware.ocpp.v201_handlers import ID_TOKEN_MAX, ChargePoint21, ChargePoint201, RemoteStart
 
 if TYPE_CHECKING:
@@ -131,28 +128,9 @@ class V201Adapter:
             # for changes only 1.6 can tell apart (Preparing, Charging...), which 2.0.1 reports in
             # TransactionEvent chargingState instead.
             return {}
-        try:
-            request = getattr(self.calls, action)(**camel_to_snake_case(payload))
-        except (AttributeError, TypeError) as exc:
-            raise OcppCallError("FormatViolation", f"cannot build {action}: {exc}") from exc
-        built = remove_nones(snake_to_camel_case(serialize_as_dict(request)))
-        if {key: built.get(key) for key in payload} != payload:
-            # The ocpp package renames keys both ways; a key it would spell differently is our bug. (It may add
-            # fields with a default value, e.g. 2.1 TransactionEvent offline=false: those are fine.)
-            raise OcppCallError("FormatViolation", f"{action}: a payload key does not survive the ocpp package")
-        try:
-            result = await cp.call(request, suppress=False)
-        except OCPPError as exc:
-            raise OcppCallError(str(exc.code), str(exc.description)) from exc
-        except TimestampError as exc:
-            raise OcppCallError("FormatViolation", str(exc)) from exc
-        except TimeoutError as exc:
-            raise TimeoutError(f"no answer to {action}") from exc
+        answer = await call_action(cp, self.calls, action, payload, format_error="FormatViolation")
         if action == "StatusNotification":
             self._reported_status[int(payload["evseId"])] = str(payload["connectorStatus"])
-        if result is None:
-            return {}
-        answer: dict[str, Any] = plain_json(snake_to_camel_case(remove_nones(serialize_as_dict(result))))
         return answer
 
     def _status_unchanged(self, payload: dict[str, Any]) -> bool:

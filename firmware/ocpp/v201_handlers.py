@@ -30,11 +30,11 @@ from ocpp.v21.enums import Action as Action21
 from ocpp.v201 import ChargePoint as OcppChargePoint201
 from ocpp.v201.enums import Action as Action201
 
+from firmware.ocpp.calls import OcppCallError
 from firmware.ocpp.charging_profiles import ChargingProfile, ProfileError, Purpose, RateUnit, profile_from_v201
 from firmware.ocpp.link import Link, LinkClosed
 from firmware.ocpp.maintenance import TransferError, check_location
 from firmware.ocpp.smart_charging import composite_schedule, composite_to_v201
-from firmware.ocpp.station import OcppCallError
 from firmware.ocpp.timestamps import TimestampError, check_payload, parse_utc, utc_iso
 from firmware.ocpp.v16 import KNOWN_VENDORS, MAX_COMPOSITE_S
 

@@ -14,7 +14,7 @@ import functools
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from typing import Any, Literal
 
@@ -202,9 +202,3 @@ def _is_date_time(value: object) -> bool:
     except ValueError:
         return False
     return True
-
-
-def rfc3339_utc(moment: datetime) -> str:
-    """``2024-05-01T12:00:00.123Z``: what the CSMS puts in currentTime (RFC 3339, UTC, "Z")."""
-    utc = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"

@@ -23,6 +23,7 @@ from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, CallResult
 
 from firmware.ocpp.link import Link
+from firmware.ocpp.timestamps import utc_iso
 from hal.clock import Clock
 from hil.csms.frames import (
     CALL,
@@ -37,7 +38,6 @@ from hil.csms.frames import (
     check_payload,
     error_code,
     parse_frame,
-    rfc3339_utc,
 )
 from hil.csms.records import CsmsCallError, CsmsError, CsmsEvent, CsmsPolicy, TransactionLedger
 
@@ -62,7 +62,7 @@ class CsmsContext:
     next_transaction_id: Callable[[], int]
 
     def now(self) -> str:
-        return rfc3339_utc(self.wall_clock())
+        return utc_iso(self.wall_clock())
 
 
 @dataclass
