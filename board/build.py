@@ -4,8 +4,8 @@
 function and initialises the parts that need it (meter configuration, co-processor handshake,
 converter keep-alive). A simulated board goes through the very same code: only the bus factories
 differ (gpiozero ``MockFactory``, :class:`hal.sim.spi.SimSpiBus`, a python-can ``virtual`` channel,
-a pty to :class:`hal.sim.coprocessor.CoprocessorSim`), and :class:`SimWorld` holds the simulators and
-the plant they read.
+a pty to :class:`hal.sim.coprocessor.CoprocessorSim` or to :class:`hal.sim.sdm630.Sdm630Sim`), and
+:class:`SimWorld` holds the simulators and the plant they read.
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ from typing import Any
 from board.schema import (
     AdcPilotSense,
     AdcProximity,
+    Atm90e32Config,
     BoardConfig,
     FixedCable,
     GpioContactor,
     GpioLock,
     GpioPwmPilot,
     GpioRcd,
+    Sdm630Config,
 )
 from hal.buses import gpio_pin_factory, open_can, open_serial, open_spi
 from hal.changes import ChangeSignal
@@ -54,6 +56,7 @@ from hal.drivers.mcu_link import (
 from hal.drivers.ntc import NtcTemperature
 from hal.drivers.rdm6300 import READ_TIMEOUT_S as RDM6300_READ_TIMEOUT_S
 from hal.drivers.rdm6300 import Rdm6300Reader
+from hal.drivers.sdm630 import Sdm630Meter, Sdm630Settings
 from hal.errors import HalError
 from hal.interfaces import (
     ConnectorLock,
@@ -88,6 +91,9 @@ class SimWorld:
     coprocessor: Any = None  # hal.sim.coprocessor.CoprocessorSim
     converter: Any = None  # hal.sim.infy_module.InfyModuleSim
     rfid: Any = None  # hal.sim.rdm6300.Rdm6300Sim
+    #: The meter's simulator, whatever its bus: hal.sim.atm90e32.Atm90e32Sim (also reachable through
+    #: ``spi``) or hal.sim.sdm630.Sdm630Sim; both have ``sync()`` (count energy up to now).
+    meter: Any = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -390,6 +396,11 @@ class _Builder:
         m = self.cfg.meter
         if m is None:
             return None
+        if isinstance(m, Sdm630Config):
+            return await self._sdm630_meter(m)
+        return await self._atm90e32_meter(m)
+
+    async def _atm90e32_meter(self, m: Atm90e32Config) -> Meter:
         calibration = Atm90e32Calibration(
             ugain=tuple(p.ugain for p in m.phases),
             igain=tuple(p.igain for p in m.phases),
@@ -404,17 +415,14 @@ class _Builder:
             from hal.sim.atm90e32 import Atm90e32Sim
 
             pad = 3 - len(m.phases)
-            self.sim.spi.attach(
-                m.spi_bus,
-                m.spi_device,
-                Atm90e32Sim(
-                    clock=self.clock,
-                    plant=self.sim.plant,
-                    ugain=[*calibration.ugain, *([calibration.ugain[0]] * pad)],
-                    igain=[*calibration.igain, *([calibration.igain[0]] * pad)],
-                    pga_gain=m.pga_gain,
-                ),
+            self.sim.meter = Atm90e32Sim(
+                clock=self.clock,
+                plant=self.sim.plant,
+                ugain=[*calibration.ugain, *([calibration.ugain[0]] * pad)],
+                igain=[*calibration.igain, *([calibration.igain[0]] * pad)],
+                pga_gain=m.pga_gain,
             )
+            self.sim.spi.attach(m.spi_bus, m.spi_device, self.sim.meter)
         spi = open_spi(
             m.spi_bus,
             m.spi_device,
@@ -432,6 +440,35 @@ class _Builder:
             initial_import_wh=self.meter_totals_wh[0],
             initial_export_wh=self.meter_totals_wh[1],
         )
+        await meter.init()
+        return meter
+
+    async def _sdm630_meter(self, m: Sdm630Config) -> Meter:
+        port = m.port
+        if self.sim is not None:
+            from hal.sim.sdm630 import Sdm630Sim
+
+            # Its own pty, as the RFID reader has: the driver opens the slave like /dev/ttyUSB0, through
+            # pymodbus, and the simulator answers from the plant.
+            self.sim.meter, port = Sdm630Sim.open_pty(clock=self.clock, plant=self.sim.plant, unit=m.unit)
+            self.closers.append(self.sim.meter.close)
+        meter = Sdm630Meter(
+            port,
+            name=f"SDM630 on {m.port}",
+            phases=self.cfg.ratings.phases,
+            clock=self.clock,
+            settings=Sdm630Settings(
+                baudrate=m.baudrate,
+                parity=m.parity,
+                stopbits=m.stopbits,
+                unit=m.unit,
+                timeout_s=m.timeout_s,
+                reverse=m.reverse,
+                max_voltage_v=m.max_voltage_v,
+                max_current_a=m.max_current_a,
+            ),
+        )
+        self.closers.append(meter.close)  # runs before the simulator closes; also after a failed init
         await meter.init()
         return meter
 
@@ -543,7 +580,8 @@ async def open_board(
 ) -> BoardHal:
     """Open every bus and driver of ``cfg``. On failure, whatever was opened is closed again.
 
-    ``meter_totals_wh`` (import, export) resumes the meter's host-side energy totals from the journal.
+    ``meter_totals_wh`` (import, export) resumes the meter's host-side energy totals from the journal
+    (ATM90E32, whose energy registers clear on read; a Modbus meter such as the SDM630 keeps its own).
     """
     b = _Builder(cfg, clock or RealClock())
     b.meter_totals_wh = meter_totals_wh

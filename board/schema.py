@@ -9,9 +9,10 @@ names the field, the value and what is allowed, never at the first charging sess
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 # Raspberry Pi hardware PWM channels are on BCM 12/18 (PWM0) and 13/19 (PWM1); a software PWM
 # pilot would jitter far beyond the 980-1020 Hz window of IEC 61851-1 (standards-facts.md 1.3).
@@ -216,6 +217,29 @@ class Atm90e32Config(_Model):
     phases: list[Atm90e32Phase] = Field(min_length=1, max_length=3)
 
 
+class Sdm630Config(_Model):
+    """An Eastron SDM630-class Modbus RTU meter on a serial line (RS-485), hal/drivers/sdm630.py."""
+
+    driver: Literal["sdm630"]
+    port: str = Field(min_length=1, description="serial device path (an RS-485 adapter), or 'sim' for the simulator")
+    # The meter's own settings must match: 9600 Bd, no parity, 1 stop bit and unit 1 as delivered
+    # (SDM630 holding registers "baud rate", "parity/stop", "address"; see the driver).
+    baudrate: Literal[2400, 4800, 9600, 19200, 38400] = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    unit: int = Field(default=1, ge=1, le=247, description="Modbus slave address of the meter")
+    timeout_s: float = Field(default=0.5, gt=0, le=5, description="answer deadline per request")
+    reverse: bool = Field(default=False, description="meter mounted the other way round: its import is from the EV")
+    # Highest values the installation can see (a direct SDM630 is rated 100 A); above them a reading is garbage.
+    max_voltage_v: float = Field(default=300.0, gt=0, le=1000)
+    max_current_a: float = Field(default=100.0, gt=0, le=10000)
+
+
+#: Meter drivers by their ``driver`` value.
+METER_DRIVERS: dict[str, type[BaseModel]] = {"atm90e32": Atm90e32Config, "sdm630": Sdm630Config}
+MeterConfig = Atm90e32Config | Sdm630Config
+
+
 class InfyConverter(_Model):
     driver: Literal["infy-beg1k075g"]
     module_address: int = Field(ge=0, le=0x3E)
@@ -283,11 +307,37 @@ class BoardConfig(_Model):
     lock: LockConfig | None = None
     rcd: RcdConfig
     temperature: list[NtcTemperature] = Field(default_factory=list)
-    meter: Atm90e32Config | None = None
+    meter: MeterConfig | None = None
     converter: InfyConverter | None = None
     imd: GpioImd | None = None
     indicator: GpioIndicator | None = None
     rfid: Rdm6300Rfid | None = None
+
+    @field_validator("meter", mode="wrap")
+    @classmethod
+    def _meter_by_driver(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """Pick the meter model by ``driver``, as ``Field(discriminator="driver")`` would, but keep the
+        driver name out of error paths (``meter.spi_device``, not ``meter.atm90e32.spi_device``: the
+        loader strips only the tags it knows from a path)."""
+        if isinstance(value, dict):
+            if "driver" not in value:
+                raise PydanticCustomError(
+                    "union_tag_not_found",
+                    "Unable to extract tag using discriminator 'driver'",
+                    {"discriminator": "'driver'"},
+                )
+            model = METER_DRIVERS.get(value["driver"]) if isinstance(value["driver"], str) else None
+            if model is None:
+                expected = ", ".join(repr(k) for k in METER_DRIVERS)
+                raise PydanticCustomError(
+                    "union_tag_invalid",
+                    "Input tag {tag} found using 'driver' does not match any of the expected tags: {expected_tags}",
+                    {"discriminator": "'driver'", "tag": value["driver"], "expected_tags": expected},
+                )
+            return model.model_validate(value)
+        if value is None or isinstance(value, Atm90e32Config | Sdm630Config):
+            return handler(value)
+        raise PydanticCustomError("model_type", "must be a table with driver = 'atm90e32' or 'sdm630'")
 
     # ------------------------------------------------------------------ cross-field rules
     @model_validator(mode="after")
@@ -299,6 +349,7 @@ class BoardConfig(_Model):
         self._check_adc_channels()
         self._check_spi_devices()
         self._check_rfid()
+        self._check_serial_ports()
         return self
 
     def _functions(self) -> dict[str, BaseModel]:
@@ -400,7 +451,7 @@ class BoardConfig(_Model):
                 raise ValueError("[converter] is for DC boards (ratings.supply = 'dc')")
             if self.meter is None:
                 raise ValueError("an AC board needs a [meter] (energy must be measured for billing)")
-            if len(self.meter.phases) != r.phases:
+            if isinstance(self.meter, Atm90e32Config) and len(self.meter.phases) != r.phases:
                 raise ValueError(
                     f"meter.phases has {len(self.meter.phases)} calibration entries but ratings.phases = {r.phases}"
                 )
@@ -446,7 +497,8 @@ class BoardConfig(_Model):
 
     def _check_spi_devices(self) -> None:
         seen: dict[tuple[int, int], str] = {}
-        for fname, cfg in (("adc", self.adc), ("meter", self.meter)):
+        meter = self.meter if isinstance(self.meter, Atm90e32Config) else None
+        for fname, cfg in (("adc", self.adc), ("meter", meter)):
             if cfg is None:
                 continue
             key = (cfg.spi_bus, cfg.spi_device)
@@ -463,6 +515,27 @@ class BoardConfig(_Model):
             raise ValueError(f"board.simulated = true but rfid.port = {r.port!r}; a simulated board must use 'sim'")
         if not self.board.simulated and is_sim:
             raise ValueError("rfid.port = 'sim' is only allowed with board.simulated = true")
-        # One UART serves one device: the co-processor link and the reader cannot share a port.
-        if not is_sim and self.buses.serial is not None and self.buses.serial.port == r.port:
-            raise ValueError(f"serial port {r.port} is used twice: buses.serial.port and rfid.port")
+
+    def _check_serial_ports(self) -> None:
+        meter = self.meter if isinstance(self.meter, Sdm630Config) else None
+        if meter is not None:
+            is_sim = meter.port == "sim"
+            if self.board.simulated and not is_sim:
+                raise ValueError(
+                    f"board.simulated = true but meter.port = {meter.port!r}; a simulated board must use 'sim'"
+                )
+            if not self.board.simulated and is_sim:
+                raise ValueError("meter.port = 'sim' is only allowed with board.simulated = true")
+        # One UART serves one device: the co-processor link, the RFID reader and the Modbus meter each
+        # need a port of their own (every 'sim' port is a pty of its own).
+        owner: dict[str, str] = {}
+        for where, port in (
+            ("buses.serial.port", self.buses.serial.port if self.buses.serial is not None else None),
+            ("rfid.port", self.rfid.port if self.rfid is not None else None),
+            ("meter.port", meter.port if meter is not None else None),
+        ):
+            if port is None or port == "sim":
+                continue
+            if port in owner:
+                raise ValueError(f"serial port {port} is used twice: {owner[port]} and {where}")
+            owner[port] = where

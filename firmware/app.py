@@ -49,6 +49,19 @@ async def run_firmware(
     journal, recovered = Journal.open_or_recover(journal_path)
     if recovered is not None:
         log.error("journal %s was unreadable; moved to %s and started a new one", journal_path, recovered)
+    tariff = settings.tariff
+    if tariff is not None:
+        # Fixed into each new session at its start; a running session keeps the tariff it started with.
+        log.info(
+            "tariff %s: %s per kWh, %s per hour, export credit %s per kWh%s",
+            tariff.currency,
+            tariff.energy_per_kwh,
+            tariff.time_per_hour,
+            tariff.export_credit_per_kwh,
+            f" ({tariff.text})" if tariff.text else "",
+        )
+    else:
+        log.info("no tariff configured: billing records carry energy and time, no price")
     clock = RealClock()
     totals = journal.resume_meter_totals(settings.connector_id)
     hal = await open_board(cfg, clock, meter_totals_wh=totals)

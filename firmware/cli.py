@@ -4,17 +4,25 @@ evse board list                     the shipped board files
 evse board check FILE|NAME ...      validate board files (exit 1 on the first broken one)
 evse hal probe --board FILE|NAME    exercise every peripheral of a board (sim boards: the mocks)
 evse demo                           the end-to-end demo on the simulated boards
+evse run --board FILE|NAME ...      the firmware on a board (--tariff FILE prices its sessions)
+evse sessions [--json]              the sessions in the journal with their energy and price, newest first
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from board.loader import BoardError, load_board, shipped_boards
 from hal.errors import HalError
+
+if TYPE_CHECKING:
+    from firmware.journal import SessionRecord
 
 
 def _cmd_board_list(args: argparse.Namespace) -> int:
@@ -66,6 +74,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_ocmf_verify(args: argparse.Namespace) -> int:
     from firmware.metering.ocmf import OcmfError, public_key_from, verify
+    from firmware.ocpp.signed_meter import decode_signed_value
 
     try:
         record = Path(args.file).read_text(encoding="utf-8").strip() if args.file else args.record
@@ -75,7 +84,8 @@ def _cmd_ocmf_verify(args: argparse.Namespace) -> int:
         if not record:
             print("evse ocmf verify: give a record or --file", file=sys.stderr)
             return 2
-        parsed = verify(record, public_key_from(key_text))
+        # As a CSMS received it: the record, base64 of it, or a 1.6 SignedData value object.
+        parsed = verify(decode_signed_value(record), public_key_from(key_text))
     except OSError as exc:
         print(f"evse ocmf verify: {exc}", file=sys.stderr)
         return 2
@@ -119,7 +129,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except BoardError as exc:
         print(exc, file=sys.stderr)
         return 2
-    settings = ConnectorSettings(free_charging=args.free, fallback_a=args.fallback_a)
+    tariff = None
+    if args.tariff:
+        from firmware.metering.billing import TariffError, load_tariff
+
+        try:
+            tariff = load_tariff(Path(args.tariff))
+        except TariffError as exc:
+            print(f"evse run: {exc}", file=sys.stderr)
+            return 2
+    settings = ConnectorSettings(free_charging=args.free, fallback_a=args.fallback_a, tariff=tariff)
     control = Path(args.control) if args.control else default_socket_path()
     data_dir = Path(args.data_dir)
     journal = Path(args.journal) if args.journal else data_dir / "journal.db"
@@ -173,6 +192,116 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sessions(args: argparse.Namespace) -> int:
+    import json
+
+    from firmware.journal import Journal, JournalError
+
+    path = Path(args.journal) if args.journal else Path(args.data_dir) / "journal.db"
+    if not path.is_file():
+        print(f"evse sessions: no journal at {path} (give --journal FILE or --data-dir DIR)", file=sys.stderr)
+        return 2
+    try:
+        # Read-only: never creates, migrates or writes the file; WAL lets it read while `evse run` writes.
+        with Journal.open_read_only(path) as journal:
+            records = journal.sessions(args.connector, args.limit or None)
+    except JournalError as exc:
+        print(f"evse sessions: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        for record in records:
+            print(json.dumps(session_json(record), ensure_ascii=False))
+    else:
+        print(sessions_table(records))
+    return 0
+
+
+def session_json(record: SessionRecord) -> dict[str, Any]:
+    """What ``evse sessions --json`` prints for a session: its billing record once stopped; while open the
+    same keys with the running values (``stopped_at``, the stop readings and ``stop_reason`` null, the
+    duration and price up to the last checkpoint) plus ``last_checkpoint_at`` and ``state``."""
+    if record.billing is not None:
+        return record.billing.to_json()
+    from firmware.metering.billing import BILLING_FORMAT, TariffError, meter_delta, utc_iso, utc_ms
+
+    started, checkpoint = utc_ms(record.started_at), utc_ms(record.last_checkpoint_at)
+    duration_s = max(0.0, (checkpoint - started).total_seconds())
+    # The journal's CHECK constraints keep every reading >= its start, so these never raise.
+    import_wh = meter_delta("import", record.last_meter_wh, record.meter_start_wh)
+    export_wh = meter_delta("export", record.last_export_wh, record.export_start_wh)
+    price = None
+    if record.tariff is not None:
+        with contextlib.suppress(TariffError):  # an absurd reading prices nothing rather than failing the list
+            price = record.tariff.price(import_wh, export_wh, duration_s).to_json()
+    return {
+        "format": BILLING_FORMAT,
+        "session_id": record.session_id,
+        "connector": record.connector,
+        "id_tag": record.id_tag,
+        "started_at": utc_iso(started),
+        "stopped_at": None,
+        "duration_s": duration_s,
+        "import_wh": import_wh,
+        "export_wh": export_wh,
+        "meter_import_start_wh": record.meter_start_wh,
+        "meter_import_stop_wh": None,
+        "meter_export_start_wh": record.export_start_wh,
+        "meter_export_stop_wh": None,
+        "stop_reason": None,
+        "tariff": None if record.tariff is None else record.tariff.to_json(),
+        "price": price,
+        "meter_error": record.meter_error,
+        "last_checkpoint_at": utc_iso(checkpoint),
+        "meter_import_last_wh": record.last_meter_wh,
+        "meter_export_last_wh": record.last_export_wh,
+        "state": record.state,
+    }
+
+
+_TABLE_HEADER = ("START (UTC)", "DURATION", "CONN", "ID TAG", "IMPORT kWh", "EXPORT kWh", "PRICE", "STOP", "METER",
+                 "SESSION")  # fmt: skip
+_RIGHT_ALIGNED = frozenset({1, 2, 4, 5, 6})
+
+
+def sessions_table(records: list[SessionRecord]) -> str:
+    """The table ``evse sessions`` prints, one row per session in the given order. Open sessions show
+    the duration and energy up to the last checkpoint and ``open`` as their stop; PRICE is the billed total
+    (``-`` without a tariff or while open); METER says ``ERROR`` when a meter problem was flagged."""
+    from firmware.metering.billing import utc_ms
+
+    rows = [_TABLE_HEADER]
+    for r in records:
+        end = r.stopped_at if r.stopped_at is not None else r.last_checkpoint_at
+        seconds = int(max(0.0, (utc_ms(end) - utc_ms(r.started_at)).total_seconds()))
+        price = r.billing.price if r.billing is not None else None
+        tag = r.id_tag if r.id_tag is not None else "-"
+        rows.append(
+            (
+                utc_ms(r.started_at).strftime("%Y-%m-%d %H:%M"),
+                f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}",
+                str(r.connector),
+                tag if len(tag) <= 20 else tag[:19] + "…",
+                f"{r.import_wh / 1000:.3f}",
+                f"{r.export_wh / 1000:.3f}",
+                price.text if price is not None else "-",
+                r.stop_reason if r.stop_reason is not None else "open",
+                "ERROR" if r.meter_error is not None else "ok",
+                r.session_id[:8],
+            )
+        )
+    if not records:
+        return "no sessions"
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE_HEADER))]
+    lines = [
+        "  ".join(
+            cell.rjust(w) if i in _RIGHT_ALIGNED else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+    return "\n".join(lines)
+
+
 def _control_request(args: argparse.Namespace, body: dict[str, object]) -> int:
     import json
     from pathlib import Path
@@ -219,6 +348,19 @@ def _parse_value(text: str) -> object:
         return text
 
 
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, not {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evse", description="EV charger controller firmware")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -249,9 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ocmf = sub.add_parser("ocmf", help="signed meter values (OCMF)").add_subparsers(dest="ocmf_command", required=True)
     p = ocmf.add_parser("verify", help="check an OCMF record's signature")
-    p.add_argument("record", nargs="?", help="the record, OCMF|{...}|{...} (or --file)")
+    p.add_argument(
+        "record", nargs="?", help="the record OCMF|{...}|{...}, base64 of it, or an OCPP SignedData value (or --file)"
+    )
     p.add_argument("--file", help="a file holding the record")
-    p.add_argument("--public-key", required=True, help="hex DER public key, PEM text, or a file with either")
+    p.add_argument("--public-key", required=True, help="public key: hex or base64 DER, PEM, or a file with one")
     p.set_defaults(func=_cmd_ocmf_verify)
     p = sub.add_parser("faults", help="the fault catalogue: each fault's reaction and recovery rule")
     p.set_defaults(func=_cmd_faults)
@@ -278,7 +422,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--free", action="store_true", help="offer without authorisation (free charging)")
     p.add_argument("--fallback-a", type=float, default=6.0, help="current when an external limit expires")
     p.add_argument("--sim-ev", choices=("A", "B", "C"), help="simulated boards: the EV's pilot state at boot")
+    p.add_argument("--tariff", metavar="FILE", help="a TOML file with a [tariff] table: prices every new session")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("sessions", help="the sessions in the journal: energy, price, stop reason (newest first)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--data-dir", default="evse-data", help="read DATA_DIR/journal.db (default: evse-data)")
+    where.add_argument("--journal", metavar="FILE", help="the session journal (SQLite) to read")
+    p.add_argument("--connector", type=_count(1), metavar="N", help="only the sessions of connector N")
+    p.add_argument("--limit", type=_count(0), default=20, metavar="N", help="at most N sessions (default 20; 0: all)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line: billing record or running values")
+    p.set_defaults(func=_cmd_sessions)
 
     for name, func, text in (("status", _cmd_status, "state of a running firmware"),
                              ("why", _cmd_why, "why the connector offers what it offers")):  # fmt: skip

@@ -23,7 +23,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from board.build import BoardHal
 from firmware import limits as sources
@@ -38,11 +38,15 @@ from firmware.iec61851.timing import (
 )
 from firmware.journal import HardwareSnapshot, Journal, JournalError
 from firmware.limits import Limit, LimitSet
+from firmware.metering.plausibility import MeterGuard, PlausibilityLimits
 from firmware.safety.faults import FaultCode
 from firmware.safety.supervisor import FaultEvent, OvercurrentCheck, Supervisor, ThermalCheck
 from hal.clock import Clock
-from hal.errors import HalError
+from hal.errors import HalError, ImplausibleReading
 from hal.types import MeterReading, PilotMode
+
+if TYPE_CHECKING:
+    from firmware.metering.billing import Tariff
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,9 @@ METER_PERIOD = 1.0
 METER_COMM_TIMEOUT = 5.0
 #: The co-processor link may fail this long before it is a fault (its own fail-safe acts at 1 s).
 COPROCESSOR_COMM_TIMEOUT = 0.5
+#: After a plausibility fault, readings must be plausible this long before it clears (no chatter on
+#: a meter that alternates between good and bad answers).
+METER_PLAUSIBLE_RECOVERY_S = 10.0
 #: Journal checkpoint of the meter totals and a running session: a power loss loses at most this much
 #: energy knowledge (at 22 kW, 61 Wh). Not every second: one synchronous SQLite commit per second is
 #: 86 400 flash writes a day on an SD card or eMMC, and most of the simulation's run time.
@@ -82,6 +89,8 @@ class ConnectorSettings:
     free_charging: bool = False
     #: Resume a session after a restart if its last checkpoint is younger than this.
     resume_within_s: float = 300.0
+    #: The tariff fixed into each session's billing record at its start (None: energy only, no price).
+    tariff: Tariff | None = None
 
 
 @dataclass
@@ -136,6 +145,11 @@ class Connector:
         self.session_id: str | None = None
         self.last_sample: PilotSample | None = None
         self.last_meter: MeterReading | None = None
+        #: The board's meter behind the plausibility checks; every reading the firmware uses passes it.
+        self.meter: MeterGuard | None = None
+        if hal.meter is not None:
+            self.meter = MeterGuard(hal.meter, _plausibility_limits(hal), clock=clock, name="meter")
+        self._meter_plausible_since: float | None = None
         self._outputs: Outputs | None = None
         self._invalid_since: float | None = None
         self._diode_bad_count = 0
@@ -341,10 +355,7 @@ class Connector:
         mirror = None
         with contextlib.suppress(HalError):
             mirror = await self.hal.contactor.feedback_closed()
-        meter_wh = None
-        if self.hal.meter is not None:
-            with contextlib.suppress(HalError):
-                meter_wh = (await self.hal.meter.read()).import_wh
+        meter_wh = self.last_meter.import_wh if self.last_meter is not None else None
         try:
             result = self.journal.reconcile(
                 self.settings.connector_id,
@@ -365,6 +376,11 @@ class Connector:
             self.session_id = result.session.session_id
             self.id_tag = result.session.id_tag
             self.machine.inputs.authorized = True
+            if self.meter is not None:
+                # Judge the meter against the session's last checkpoint: a meter reset or exchanged
+                # while the station was off must not turn into negative (or invented) energy.
+                self.meter.baseline(result.session.last_meter_wh, result.session.last_export_wh)
+                await self._check_meter(self.clock.monotonic())
         if result.contactor_mismatch:
             self.supervisor.raise_fault(FaultCode.CONTACTOR_WELDED, self.clock.monotonic(), "closed at boot")
 
@@ -689,10 +705,19 @@ class Connector:
         self._set_condition(FaultCode.CONVERTER_COMM_LOST, not self.hal.converter.online, now, "keep-alive lost")
 
     async def _check_meter(self, now: float) -> None:
-        if self.hal.meter is None:
+        if self.meter is None:
             return
         try:
-            reading = await self.hal.meter.read()
+            reading = await self.meter.read()
+        except ImplausibleReading as exc:
+            # The meter answers, but its energy cannot be trusted: stop now, bill nothing from it.
+            log.error("meter reading refused: %s", exc)
+            self._meter_ok_at = now
+            self._set_condition(FaultCode.METER_COMM_LOST, False, now)
+            self._set_condition(FaultCode.METER_IMPLAUSIBLE, True, now, exc.message)
+            self._meter_plausible_since = None
+            self._flag_meter_error(exc.message)
+            return
         except HalError as exc:
             log.warning("meter read failed: %s", exc)
             if self._meter_ok_at is None:
@@ -702,6 +727,11 @@ class Connector:
             return
         self._meter_ok_at = now
         self._set_condition(FaultCode.METER_COMM_LOST, False, now)
+        if FaultCode.METER_IMPLAUSIBLE in self.supervisor.active:
+            if self._meter_plausible_since is None:
+                self._meter_plausible_since = now
+            if now - self._meter_plausible_since >= METER_PLAUSIBLE_RECOVERY_S - DEADLINE_SLACK:
+                self._set_condition(FaultCode.METER_IMPLAUSIBLE, False, now)
         self.last_meter = reading
         self._emit(
             "meter", {"import_wh": reading.import_wh, "export_wh": reading.export_wh, "power_w": reading.total_power_w}
@@ -813,13 +843,31 @@ class Connector:
     def _meter_wh(self) -> float:
         return self.last_meter.import_wh if self.last_meter is not None else 0.0
 
+    def _export_wh(self) -> float:
+        return self.last_meter.export_wh if self.last_meter is not None else 0.0
+
+    def _flag_meter_error(self, detail: str) -> None:
+        """Mark the running session: its billing record says the meter failed a check during it."""
+        if self.session_id is None:
+            return
+        self._emit("meter_error", {"id": self.session_id, "detail": detail})
+        if self.journal is not None:
+            try:
+                self.journal.flag_meter_error(self.session_id, detail)
+            except JournalError as exc:
+                log.error("journal: %s", exc)
+
     def _start_session(self) -> None:
         if self.journal is None:
             self.session_id = f"local-{self.clock.monotonic():.3f}"
         else:
             try:
                 record = self.journal.start_session(
-                    self.settings.connector_id, id_tag=self.id_tag, meter_start_wh=self._meter_wh()
+                    self.settings.connector_id,
+                    id_tag=self.id_tag,
+                    meter_start_wh=self._meter_wh(),
+                    meter_start_export_wh=self._export_wh(),
+                    tariff=self.settings.tariff,
                 )
             except JournalError as exc:
                 log.error("journal: cannot start a session: %s", exc)
@@ -832,7 +880,9 @@ class Connector:
         session_id, self.session_id = self.session_id, None
         if self.journal is not None and session_id is not None:
             try:
-                self.journal.stop_session(session_id, reason=reason, meter_stop_wh=self._meter_wh())
+                self.journal.stop_session(
+                    session_id, reason=reason, meter_stop_wh=self._meter_wh(), meter_stop_export_wh=self._export_wh()
+                )
             except JournalError as exc:
                 log.error("journal: cannot stop session %s: %s", session_id, exc)
             self._record_meter_totals()
@@ -851,7 +901,7 @@ class Connector:
         if self.session_id is None:
             return
         try:
-            self.journal.update_session(self.session_id, meter_wh=self._meter_wh())
+            self.journal.update_session(self.session_id, meter_wh=self._meter_wh(), export_wh=self._export_wh())
         except JournalError as exc:
             log.error("journal: %s", exc)
 
@@ -895,6 +945,23 @@ class Connector:
         for at, trigger, source, dest in history[self._history_seen :]:
             self._emit("state", {"from": source, "to": dest, "trigger": trigger, "at": at})
         self._history_seen = len(history)
+
+
+def _plausibility_limits(hal: BoardHal) -> PlausibilityLimits:
+    """What this board's meter can plausibly count: the board's full power with 10 % high mains
+    (EN 50160), and the meter's own register resolution and modulus when its driver states them."""
+    ratings = hal.config.ratings
+    full = ratings.phases * ratings.max_current_a * ratings.nominal_voltage_v * 1.1
+    if ratings.max_power_w is not None:
+        full = max(full, ratings.max_power_w)
+    meter = hal.meter
+    resolution = getattr(meter, "energy_resolution_wh", None)
+    modulus = getattr(meter, "register_modulus_wh", None)
+    return PlausibilityLimits(
+        max_power_w=full,
+        resolution_wh=float(resolution) if isinstance(resolution, int | float) else 0.01,
+        register_modulus_wh=float(modulus) if isinstance(modulus, int | float) else None,
+    )
 
 
 def _earliest(*times: float | None) -> float | None:

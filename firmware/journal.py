@@ -6,11 +6,19 @@ libocpp#495, a station reporting Available while it was charging after a reboot)
 What it keeps
 -------------
 * ``sessions``: one row per charging session, never deleted. A session is *open* until it is stopped;
-  while open it carries the last checkpoint (meter reading and the wall-clock time it was taken) and,
-  optionally, the IEC 61851 connector state. Invariants, enforced in SQL as well as here: at most one open
+  while open it carries the last checkpoint (the meter's import and export readings and the wall-clock time
+  they were taken) and, optionally, the IEC 61851 connector state. Each session keeps both energy registers
+  (import: energy to the EV; export: energy the EV discharged, V2G), the tariff fixed at its start
+  (:class:`~firmware.metering.billing.Tariff`, ``None`` when none is configured), the first meter
+  plausibility problem seen while it ran (:meth:`Journal.flag_meter_error`) and, once stopped, its billing
+  record (:class:`~firmware.metering.billing.BillingRecord`), written by the same statement that stops it,
+  so a stopped session always has one. Invariants, enforced in SQL as well as here: at most one open
   session per connector (a partial unique index), a stopped session never changes (a trigger), the
-  identity of a session (id, connector, id tag, start time, start reading) never changes (a trigger),
-  ``meter_stop_wh >= meter_start_wh`` and every checkpoint ``>= meter_start_wh`` (CHECK constraints).
+  identity of a session (id, connector, id tag, start time, start readings of import and export, tariff)
+  never changes (a trigger), readings never go down: every checkpoint and stop reading ``>=`` the start
+  reading (CHECK constraints) and ``>=`` the previous checkpoint (a trigger), for import and export alike;
+  a stopped session has its stop values and billing record, an open one has none (CHECK constraints); a
+  recorded meter error is never replaced (a trigger).
 * ``meter_totals``: the latest import/export energy totals per connector (one row per connector, replaced
   in place). The ATM90E32 energy registers are read-to-clear, so the meter driver keeps the totals on the
   host; at boot the firmware resumes the driver from :meth:`Journal.last_meter`. Totals never go down
@@ -52,12 +60,27 @@ policy compares wall-clock times.
     plug-in starts a new session: ``EVDisconnected`` is what the CSMS and the driver expect, and
     ``stopped_at`` still says when energy stopped. When the EV is still plugged (checkpoint too old) or
     the pilot does not tell (E, F), the outage is the only reason the session ended: ``PowerLoss``.
+  - ``export_stop_wh`` = the last checkpoint's export reading; the billing record is written in the same
+    transaction, as for any stop.
   - A checkpoint dated *after* "now" (the wall clock went back, e.g. a Pi without an RTC before NTP) does
     not prove the session is recent, so such a session is closed, never resumed.
 
 Whatever the action, ``contactor_mismatch`` in the result is true when the contactor mirror contact reads
 closed although no session is running on the connector (action ``"none"`` or ``"closed"``); the caller
 raises a fault and opens the contactor (the station must never report Available while power flows).
+
+Schema versions
+---------------
+Version 1: sessions (import only), meter totals, actuators. Version 2 adds to each session the export
+readings, the tariff, the meter error and the billing record; a version 1 journal is migrated when the
+firmware opens it (the sessions table is rebuilt in one transaction, keeping every row and its order): its
+sessions get export 0 and, when stopped, a billing record computed then without a tariff.
+
+Reading while the firmware runs
+-------------------------------
+``Journal.open_read_only(path)`` (``evse sessions``) opens an existing journal for reading only: it never
+creates the file, never migrates it (a journal of another schema version is a :class:`JournalError` telling
+what to do) and refuses every write. WAL lets it read while the firmware writes.
 
 Errors
 ------
@@ -78,6 +101,8 @@ thread that opened it). Times are wall-clock seconds since the epoch (floats) fr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import math
 import os
 import sqlite3
@@ -88,11 +113,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from firmware.metering.billing import QUANTITY_MAX, BillingError, BillingRecord, Tariff, billing_record
 from firmware.sqlite_file import SqliteFile
 from hal.types import PILOT_DUTY_MAX_PERMILLE, PilotMode
 
 #: Schema version this firmware writes. Bump it together with a new entry in ``MIGRATIONS``.
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 #: OCPP 1.6 StopTransaction ``Reason`` values used by :meth:`Journal.reconcile` (OCPP 1.6 §7.47 Reason).
 REASON_POWER_LOSS: Final = "PowerLoss"
@@ -107,6 +133,9 @@ EV_STATES: Final = frozenset("ABCDEF")
 BUSY_TIMEOUT_S: Final = 0.5
 
 _MAX_TEXT = 64  # reason and state names are short identifiers, not free text
+_MAX_METER_ERROR = 200  # a meter error is one diagnostic sentence; a longer one is cut, never refused
+# Wall-clock times must be representable as a date (billing records carry them as UTC dates): 1970..9999.
+_TIME_MAX = 253_402_300_800.0  # 10000-01-01T00:00:00Z in seconds since the epoch
 
 # SQLite primary result codes (sqlite.org/rescode.html): the file is damaged or is not a database.
 _SQLITE_CORRUPT = 11
@@ -160,6 +189,16 @@ class SessionRecord:
     stop_reason: str | None
     resume_count: int
     last_resumed_at: float | None
+    #: Export register (energy from the EV, V2G): start, last checkpoint and stop readings, as for import.
+    export_start_wh: float = 0.0
+    last_export_wh: float = 0.0
+    export_stop_wh: float | None = None
+    #: The tariff fixed at the start (``None``: no tariff configured, no price).
+    tariff: Tariff | None = None
+    #: The first meter plausibility problem seen during the session; kept once set.
+    meter_error: str | None = None
+    #: The billing record, present exactly when the session is stopped.
+    billing: BillingRecord | None = None
 
     @property
     def is_open(self) -> bool:
@@ -170,6 +209,22 @@ class SessionRecord:
         """Energy delivered so far (open) or in total (stopped)."""
         end = self.meter_stop_wh if self.meter_stop_wh is not None else self.last_meter_wh
         return end - self.meter_start_wh
+
+    @property
+    def import_wh(self) -> float:
+        """Energy imported by the EV so far (open) or in total (stopped); the same as ``energy_wh``."""
+        return self.energy_wh
+
+    @property
+    def export_wh(self) -> float:
+        """Energy the EV discharged so far (open) or in total (stopped)."""
+        end = self.export_stop_wh if self.export_stop_wh is not None else self.last_export_wh
+        return end - self.export_start_wh
+
+    @property
+    def duration_s(self) -> float | None:
+        """``stopped_at - started_at`` (0 if the wall clock went back); ``None`` while open."""
+        return None if self.stopped_at is None else max(0.0, self.stopped_at - self.started_at)
 
 
 @dataclass(frozen=True)
@@ -286,19 +341,136 @@ def _create_v1(conn: sqlite3.Connection) -> None:
     )
 
 
-#: Forward migrations: ``MIGRATIONS[n]`` brings a journal from schema version n-1 to n, inside the same
-#: transaction that records version n. To change the schema, add a function and bump ``SCHEMA_VERSION``;
-#: never edit a released migration (journals in the field were built by it).
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1}
-
-_SESSION_COLUMNS = (
+# The session columns of schema 1, in SessionRecord field order.
+_V1_SESSION_COLUMNS = (
     "session_id, connector, id_tag, started_at, meter_start_wh, last_meter_wh, last_checkpoint_at, state, "
     "stopped_at, meter_stop_wh, stop_reason, resume_count, last_resumed_at"
 )
 
 
+def _migrate_v2(conn: sqlite3.Connection) -> None:
+    """Schema 2: export readings, tariff, meter error and billing record per session.
+
+    SQLite cannot add table CHECK constraints to an existing table, so the sessions table is rebuilt:
+    renamed aside, created anew, every row copied with its ``seq`` (the order), the old table dropped (its
+    indexes and triggers with it), indexes and triggers created for the new one. All in the migration's
+    transaction: a crash half-way leaves the version 1 journal as it was."""
+    conn.execute("ALTER TABLE sessions RENAME TO sessions_v1")
+    conn.execute(
+        """
+        CREATE TABLE sessions (
+            seq INTEGER PRIMARY KEY,  -- creation order ("newest first" must not trust the wall clock)
+            session_id TEXT NOT NULL UNIQUE,
+            connector INTEGER NOT NULL CHECK (connector >= 1),
+            id_tag TEXT,
+            started_at REAL NOT NULL,
+            meter_start_wh REAL NOT NULL CHECK (meter_start_wh >= 0),
+            last_meter_wh REAL NOT NULL CHECK (last_meter_wh >= meter_start_wh),
+            last_checkpoint_at REAL NOT NULL,
+            state TEXT,
+            stopped_at REAL,
+            meter_stop_wh REAL CHECK (meter_stop_wh >= meter_start_wh),
+            stop_reason TEXT,
+            resume_count INTEGER NOT NULL DEFAULT 0 CHECK (resume_count >= 0),
+            last_resumed_at REAL,
+            export_start_wh REAL NOT NULL DEFAULT 0 CHECK (export_start_wh >= 0),
+            last_export_wh REAL NOT NULL DEFAULT 0 CHECK (last_export_wh >= export_start_wh),
+            export_stop_wh REAL CHECK (export_stop_wh >= export_start_wh),
+            tariff TEXT,  -- Tariff.to_json() fixed at the start; NULL: no tariff configured
+            meter_error TEXT,  -- the first meter plausibility problem of the session
+            billing TEXT,  -- BillingRecord.to_json(), written by the statement that stops the session
+            CHECK ((stopped_at IS NULL) = (meter_stop_wh IS NULL)),
+            CHECK ((stopped_at IS NULL) = (stop_reason IS NULL)),
+            CHECK ((stopped_at IS NULL) = (export_stop_wh IS NULL)),
+            CHECK ((stopped_at IS NULL) = (billing IS NULL))
+        )
+        """
+    )
+    rows = conn.execute(f"SELECT seq, {_V1_SESSION_COLUMNS} FROM sessions_v1 ORDER BY seq").fetchall()
+    for seq, *values in rows:
+        old = SessionRecord(*values)
+        stopped = not old.is_open
+        record = dataclasses.replace(old, export_stop_wh=0.0 if stopped else None)
+        try:
+            billing = _billing_json(record) if stopped else None
+        except BillingError as exc:  # a stored value the v1 firmware accepted but no date can hold
+            raise _BadStoredValue(f"session {record.session_id}: no billing record can be made: {exc}") from exc
+        conn.execute(
+            f"INSERT INTO sessions (seq, {_V1_SESSION_COLUMNS}, export_stop_wh, billing)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (seq, *values, record.export_stop_wh, billing),
+        )
+    conn.execute("DROP TABLE sessions_v1")
+    conn.execute("CREATE UNIQUE INDEX one_open_session_per_connector ON sessions (connector) WHERE stopped_at IS NULL")
+    conn.execute("CREATE INDEX sessions_by_connector ON sessions (connector, seq)")
+    conn.execute(
+        """
+        CREATE TRIGGER stopped_sessions_are_final BEFORE UPDATE ON sessions
+        WHEN OLD.stopped_at IS NOT NULL
+        BEGIN SELECT RAISE(ABORT, 'stopped sessions never change'); END
+        """
+    )
+    conn.execute(
+        """
+        CREATE TRIGGER session_identity_is_fixed
+        BEFORE UPDATE OF seq, session_id, connector, id_tag, started_at, meter_start_wh, export_start_wh, tariff
+        ON sessions
+        BEGIN SELECT RAISE(ABORT, 'the identity of a session never changes'); END
+        """
+    )
+    conn.execute(
+        """
+        CREATE TRIGGER sessions_are_kept BEFORE DELETE ON sessions
+        BEGIN SELECT RAISE(ABORT, 'sessions are never deleted'); END
+        """
+    )
+    # Checked on writes only (unlike a CHECK, a trigger does not re-judge the rows copied above).
+    conn.execute(
+        """
+        CREATE TRIGGER session_readings_never_go_down
+        BEFORE UPDATE OF last_meter_wh, last_export_wh, meter_stop_wh, export_stop_wh ON sessions
+        WHEN NEW.last_meter_wh < OLD.last_meter_wh OR NEW.last_export_wh < OLD.last_export_wh
+            OR NEW.meter_stop_wh < NEW.last_meter_wh OR NEW.export_stop_wh < NEW.last_export_wh
+        BEGIN SELECT RAISE(ABORT, 'session meter readings never go down'); END
+        """
+    )
+    conn.execute(
+        """
+        CREATE TRIGGER first_meter_error_is_kept BEFORE UPDATE OF meter_error ON sessions
+        WHEN OLD.meter_error IS NOT NULL AND NEW.meter_error IS NOT OLD.meter_error
+        BEGIN SELECT RAISE(ABORT, 'the first meter error of a session is kept'); END
+        """
+    )
+
+
+#: Forward migrations: ``MIGRATIONS[n]`` brings a journal from schema version n-1 to n, inside the same
+#: transaction that records version n. To change the schema, add a function and bump ``SCHEMA_VERSION``;
+#: never edit a released migration (journals in the field were built by it).
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1, 2: _migrate_v2}
+
+_SESSION_COLUMNS = (
+    f"{_V1_SESSION_COLUMNS}, export_start_wh, last_export_wh, export_stop_wh, tariff, meter_error, billing"
+)
+
+
+class _BadStoredValue(Exception):
+    """A stored tariff or billing record that cannot be read back (turned into JournalCorrupt)."""
+
+
+def _billing_json(record: SessionRecord) -> str:
+    """The stored form of ``record``'s billing record (:class:`BillingError` if it cannot be made)."""
+    return json.dumps(billing_record(record).to_json(), separators=(",", ":"), allow_nan=False)
+
+
 def _session_from_row(row: Sequence[Any]) -> SessionRecord:
-    return SessionRecord(*row)  # the column order of _SESSION_COLUMNS is the field order
+    # The column order of _SESSION_COLUMNS is the field order; the last three are stored as JSON or text.
+    *plain, tariff_text, meter_error, billing_text = row
+    try:
+        tariff = None if tariff_text is None else Tariff.from_json(json.loads(tariff_text))
+        billing = None if billing_text is None else BillingRecord.from_json(json.loads(billing_text))
+    except (ValueError, TypeError) as exc:  # json.JSONDecodeError and BillingError are ValueErrors
+        raise _BadStoredValue(f"session {plain[0]}: the stored tariff or billing record is unreadable: {exc}") from exc
+    return dataclasses.replace(SessionRecord(*plain), tariff=tariff, meter_error=meter_error, billing=billing)
 
 
 # -------------------------------------------------------------------------------------------- journal
@@ -307,14 +479,35 @@ class Journal(SqliteFile):
     durability guarantees, the reconciliation policy and the errors."""
 
     def __init__(self, path: str | Path, *, wall_clock: Callable[[], float] = time.time) -> None:
-        self._path = Path(path)
+        self._open(Path(path), wall_clock, read_only=False)
+
+    @classmethod
+    def open_read_only(cls, path: str | Path) -> Journal:
+        """Open an existing journal for reading only (module docstring, "Reading while the firmware runs"):
+        a missing file, a file of another schema version and every write are :class:`JournalError`."""
+        journal = cls.__new__(cls)
+        journal._open(Path(path), time.time, read_only=True)
+        return journal
+
+    def _open(self, path: Path, wall_clock: Callable[[], float], *, read_only: bool) -> None:
+        self._path = path
         self._wall_clock = wall_clock
         self._conn: sqlite3.Connection | None = None
+        if read_only and not self._path.is_file():
+            # Never create a journal just to read it: a wrong path must not look like an empty history.
+            raise JournalError(self._path, "no such journal file")
         with self._guard("cannot open"):
-            conn = sqlite3.connect(str(self._path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            if read_only:
+                uri = f"{self._path.resolve().as_uri()}?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            else:
+                conn = sqlite3.connect(str(self._path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
             with self._guard("cannot open"):
-                self._setup(conn)
+                if read_only:
+                    self._setup_read_only(conn)
+                else:
+                    self._setup(conn)
         except BaseException:
             conn.close()
             raise
@@ -341,15 +534,27 @@ class Journal(SqliteFile):
 
     # ------------------------------------------------------------------------------------ sessions
     def start_session(
-        self, connector: int, *, id_tag: str | None, meter_start_wh: float, started_at: float | None = None
+        self,
+        connector: int,
+        *,
+        id_tag: str | None,
+        meter_start_wh: float,
+        meter_start_export_wh: float = 0.0,
+        tariff: Tariff | None = None,
+        started_at: float | None = None,
     ) -> SessionRecord:
-        """Open a new session on ``connector`` with a new unique id. Raises :class:`SessionConflict` if the
-        connector already has an open session."""
+        """Open a new session on ``connector`` with a new unique id, the meter's import and export readings
+        at the start and the tariff fixed for the whole session (``None``: no price). Raises
+        :class:`SessionConflict` if the connector already has an open session."""
         _check_connector(self._path, connector)
         if id_tag is not None and not isinstance(id_tag, str):
             raise JournalError(self._path, f"id_tag must be a string or None, not {id_tag!r}")
+        if tariff is not None and not isinstance(tariff, Tariff):
+            raise JournalError(self._path, f"tariff must be a Tariff or None, not {tariff!r}")
         meter = _energy(self._path, "meter_start_wh", meter_start_wh)
+        export = _energy(self._path, "meter_start_export_wh", meter_start_export_wh)
         at = self._time("started_at", started_at)
+        tariff_text = None if tariff is None else json.dumps(tariff.to_json(), separators=(",", ":"))
         session_id = uuid.uuid4().hex
         with self._write("cannot start a session") as conn:
             open_now = self._open_session(conn, connector)
@@ -358,30 +563,33 @@ class Journal(SqliteFile):
             try:
                 conn.execute(
                     "INSERT INTO sessions (session_id, connector, id_tag, started_at, meter_start_wh, last_meter_wh,"
-                    " last_checkpoint_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (session_id, connector, id_tag, at, meter, meter, at),
+                    " last_checkpoint_at, export_start_wh, last_export_wh, tariff)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (session_id, connector, id_tag, at, meter, meter, at, export, export, tariff_text),
                 )
             except sqlite3.IntegrityError as exc:
                 # The partial unique index caught what the check above could not see (another writer).
                 raise self._conflict(connector, None) from exc
-        return SessionRecord(session_id, connector, id_tag, at, meter, meter, at, None, None, None, None, 0, None)
+            started = self._session(conn, session_id)
+            assert started is not None  # same transaction, the row was just inserted
+        return started
 
-    def update_session(self, session_id: str, *, meter_wh: float, at: float | None = None) -> None:
-        """Checkpoint an open session: the meter reading ``meter_wh`` at ``at``. A reading below the last
-        checkpoint is refused (energy totals never go down)."""
+    def update_session(
+        self, session_id: str, *, meter_wh: float, export_wh: float | None = None, at: float | None = None
+    ) -> None:
+        """Checkpoint an open session: the meter's import reading ``meter_wh`` and export reading
+        ``export_wh`` (``None``: unchanged) at ``at``. A reading below the last checkpoint is refused
+        (energy totals never go down)."""
         meter = _energy(self._path, "meter_wh", meter_wh)
+        export = None if export_wh is None else _energy(self._path, "export_wh", export_wh)
         when = self._time("at", at)
         with self._write("cannot checkpoint a session") as conn:
             record = self._require_open_session(conn, session_id)
-            if meter < record.last_meter_wh:
-                raise JournalError(
-                    self._path,
-                    f"session {session_id}: meter reading {meter} Wh is below the last checkpoint "
-                    f"{record.last_meter_wh} Wh; energy totals never go down",
-                )
+            self._check_not_below(record, "meter reading", meter, export)
             conn.execute(
-                "UPDATE sessions SET last_meter_wh = ?, last_checkpoint_at = ? WHERE session_id = ?",
-                (meter, when, session_id),
+                "UPDATE sessions SET last_meter_wh = ?, last_export_wh = ?, last_checkpoint_at = ?"
+                " WHERE session_id = ?",
+                (meter, record.last_export_wh if export is None else export, when, session_id),
             )
 
     def set_session_state(self, session_id: str, state: str) -> None:
@@ -391,14 +599,39 @@ class Journal(SqliteFile):
             self._require_open_session(conn, session_id)
             conn.execute("UPDATE sessions SET state = ? WHERE session_id = ?", (state, session_id))
 
+    def flag_meter_error(self, session_id: str, detail: str) -> None:
+        """Record a meter plausibility problem on an open session; it goes into the billing record. Only the
+        first one is kept (later calls change nothing: the first error is what makes the energies suspect).
+        A detail longer than 200 characters is cut. A stopped session raises :class:`SessionStopped`."""
+        if not isinstance(detail, str) or not detail.strip():
+            raise JournalError(self._path, f"detail must be a non-empty string, not {detail!r}")
+        text = detail.strip()
+        if len(text) > _MAX_METER_ERROR:
+            text = text[: _MAX_METER_ERROR - 1] + "…"
+        with self._write("cannot flag a meter error") as conn:
+            record = self._require_open_session(conn, session_id)
+            if record.meter_error is None:
+                conn.execute("UPDATE sessions SET meter_error = ? WHERE session_id = ?", (text, session_id))
+
     def stop_session(
-        self, session_id: str, *, reason: str, meter_stop_wh: float, stopped_at: float | None = None
+        self,
+        session_id: str,
+        *,
+        reason: str,
+        meter_stop_wh: float,
+        meter_stop_export_wh: float | None = None,
+        stopped_at: float | None = None,
     ) -> SessionRecord:
-        """Stop a session and return it as stored. Idempotent: stopping a stopped session returns the
-        stored record unchanged, whatever the arguments (never a second stop, never a changed reason).
-        ``meter_stop_wh`` below the last checkpoint is refused (energy totals never go down)."""
+        """Stop a session, write its billing record in the same transaction, and return it as stored.
+        ``meter_stop_export_wh`` ``None`` takes the last checkpoint's export reading. Idempotent: stopping a
+        stopped session returns the stored record unchanged, whatever the arguments (never a second stop,
+        never a changed reason). A stop reading below the last checkpoint is refused (energy totals never go
+        down)."""
         _check_name(self._path, "reason", reason)
         meter = _energy(self._path, "meter_stop_wh", meter_stop_wh)
+        export = (
+            None if meter_stop_export_wh is None else _energy(self._path, "meter_stop_export_wh", meter_stop_export_wh)
+        )
         when = self._time("stopped_at", stopped_at)
         with self._write("cannot stop a session") as conn:
             record = self._session(conn, session_id)
@@ -406,13 +639,15 @@ class Journal(SqliteFile):
                 raise UnknownSession(self._path, f"no session {session_id!r}")
             if not record.is_open:
                 return record
-            if meter < record.last_meter_wh:
-                raise JournalError(
-                    self._path,
-                    f"session {session_id}: stop reading {meter} Wh is below the last checkpoint "
-                    f"{record.last_meter_wh} Wh; energy totals never go down",
-                )
-            return self._stop(conn, record, reason=reason, meter_stop_wh=meter, stopped_at=when)
+            self._check_not_below(record, "stop reading", meter, export)
+            return self._stop(
+                conn,
+                record,
+                reason=reason,
+                meter_stop_wh=meter,
+                export_stop_wh=record.last_export_wh if export is None else export,
+                stopped_at=when,
+            )
 
     def open_session(self, connector: int) -> SessionRecord | None:
         """The open session on ``connector``, if any."""
@@ -443,7 +678,7 @@ class Journal(SqliteFile):
                     f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE connector = ? ORDER BY seq DESC LIMIT ?",
                     (connector, sql_limit),
                 ).fetchall()
-        return [_session_from_row(row) for row in rows]
+            return [_session_from_row(row) for row in rows]  # inside the guard: a bad row is JournalCorrupt
 
     # ------------------------------------------------------------------------- actuators and meter
     def record_actuators(
@@ -537,6 +772,7 @@ class Journal(SqliteFile):
         session = self.open_session(connector)
         if session is not None:
             import_wh = max(import_wh, session.last_meter_wh)
+            export_wh = max(export_wh, session.last_export_wh)
         return import_wh, export_wh
 
     # ------------------------------------------------------------------------------- reconciliation
@@ -586,7 +822,12 @@ class Journal(SqliteFile):
             hw_meter = hw.meter_import_wh
             hw_note = ""
             if hw_meter is not None:
-                if isinstance(hw_meter, int | float) and math.isfinite(hw_meter) and hw_meter >= meter_stop:
+                if (
+                    isinstance(hw_meter, int | float)
+                    and not isinstance(hw_meter, bool)
+                    and math.isfinite(hw_meter)
+                    and meter_stop <= hw_meter <= QUANTITY_MAX
+                ):
                     meter_stop = float(hw_meter)
                     hw_note = f", meter {meter_stop} Wh from the hardware"
                 else:
@@ -600,7 +841,12 @@ class Journal(SqliteFile):
             else:
                 why = f"pilot {hw.ev_state}, no EV seen"
             closed = self._stop(
-                conn, record, reason=reason, meter_stop_wh=meter_stop, stopped_at=record.last_checkpoint_at
+                conn,
+                record,
+                reason=reason,
+                meter_stop_wh=meter_stop,
+                export_stop_wh=record.last_export_wh,
+                stopped_at=record.last_checkpoint_at,
             )
             return Reconciliation(
                 connector,
@@ -621,6 +867,26 @@ class Journal(SqliteFile):
         if check != ["ok"]:
             raise JournalCorrupt(self._path, "database is damaged: " + "; ".join(str(c) for c in check[:5]))
         self._migrate(conn)
+
+    def _setup_read_only(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA query_only=1")  # belt and braces: the connection is read-only already
+        check = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+        if check != ["ok"]:
+            raise JournalCorrupt(self._path, "database is damaged: " + "; ".join(str(c) for c in check[:5]))
+        version = self._schema_version(conn)
+        if version == 0:
+            raise JournalCorrupt(self._path, "not a session journal: the file holds no tables")
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                self._path,
+                f"schema version {version} was written by a newer firmware; this one reads up to {SCHEMA_VERSION}",
+            )
+        if version < SCHEMA_VERSION:
+            raise JournalError(
+                self._path,
+                f"schema version {version} is older than this firmware's {SCHEMA_VERSION}; start the firmware "
+                "(evse run) once to migrate it, then read it again",
+            )
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")  # a second Journal opening the same file waits, then sees our version
@@ -666,6 +932,8 @@ class Journal(SqliteFile):
         """Turn SQLite errors into JournalError naming the file (JournalCorrupt for a damaged file)."""
         try:
             yield
+        except _BadStoredValue as exc:
+            raise JournalCorrupt(self._path, f"{action}: {exc}") from exc
         except sqlite3.Error as exc:
             code = getattr(exc, "sqlite_errorcode", None)
             if isinstance(code, int) and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
@@ -678,8 +946,15 @@ class Journal(SqliteFile):
     def _time(self, name: str, value: float | None) -> float:
         if value is None:
             value = self._wall_clock()
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise JournalError(self._path, f"{name} must be a finite time in seconds since the epoch, not {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not 0 <= value < _TIME_MAX
+        ):
+            raise JournalError(
+                self._path, f"{name} must be a finite time in seconds since the epoch (1970..9999), not {value!r}"
+            )
         return float(value)
 
     def _conflict(self, connector: int, open_id: str | None) -> SessionConflict:
@@ -710,16 +985,52 @@ class Journal(SqliteFile):
             )
         return record
 
+    def _check_not_below(self, record: SessionRecord, what: str, meter: float, export: float | None) -> None:
+        if meter < record.last_meter_wh:
+            raise JournalError(
+                self._path,
+                f"session {record.session_id}: {what} {meter} Wh is below the last checkpoint "
+                f"{record.last_meter_wh} Wh; energy totals never go down",
+            )
+        if export is not None and export < record.last_export_wh:
+            raise JournalError(
+                self._path,
+                f"session {record.session_id}: export {what} {export} Wh is below the last checkpoint's export "
+                f"{record.last_export_wh} Wh; energy totals never go down",
+            )
+
     def _stop(
-        self, conn: sqlite3.Connection, record: SessionRecord, *, reason: str, meter_stop_wh: float, stopped_at: float
+        self,
+        conn: sqlite3.Connection,
+        record: SessionRecord,
+        *,
+        reason: str,
+        meter_stop_wh: float,
+        export_stop_wh: float,
+        stopped_at: float,
     ) -> SessionRecord:
-        conn.execute(
-            "UPDATE sessions SET stopped_at = ?, meter_stop_wh = ?, stop_reason = ? WHERE session_id = ?",
-            (stopped_at, meter_stop_wh, reason, record.session_id),
+        """Stop ``record`` with its billing record, in one UPDATE (a stopped session always has one)."""
+        stopped = dataclasses.replace(
+            record,
+            stopped_at=stopped_at,
+            meter_stop_wh=meter_stop_wh,
+            stop_reason=reason,
+            export_stop_wh=export_stop_wh,
         )
-        stopped = self._session(conn, record.session_id)
-        assert stopped is not None  # same transaction, the row was just updated
-        return stopped
+        try:
+            billing = _billing_json(stopped)
+        except BillingError as exc:  # cannot happen with the bounded times and energies the journal accepts
+            raise JournalError(
+                self._path, f"session {record.session_id}: cannot make its billing record: {exc}"
+            ) from exc
+        conn.execute(
+            "UPDATE sessions SET stopped_at = ?, meter_stop_wh = ?, stop_reason = ?, export_stop_wh = ?, billing = ?"
+            " WHERE session_id = ?",
+            (stopped_at, meter_stop_wh, reason, export_stop_wh, billing, record.session_id),
+        )
+        stored = self._session(conn, record.session_id)
+        assert stored is not None  # same transaction, the row was just updated
+        return stored
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -735,8 +1046,14 @@ def _check_name(path: Path, name: str, value: str) -> None:
 
 
 def _energy(path: Path, name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and value >= 0):
-        raise JournalError(path, f"{name} must be a finite energy >= 0 Wh, not {value!r}")
+    # Bounded so that every session can be priced (billing.QUANTITY_MAX, 1 TWh: far above any meter register):
+    # a stop must never fail because its billing record cannot be made.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (math.isfinite(value) and 0 <= value <= QUANTITY_MAX)
+    ):
+        raise JournalError(path, f"{name} must be a finite energy >= 0 and <= {QUANTITY_MAX:g} Wh, not {value!r}")
     return float(value)
 
 

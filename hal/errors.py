@@ -33,3 +33,9 @@ class ProtocolError(HalError):
 class UnsupportedOperation(HalError):
     """The board cannot do this (for example pilot state E on a board whose pilot driver has no 0 V
     output)."""
+
+
+class ImplausibleReading(ProtocolError):
+    """A meter answered, but its energy cannot be trusted: totals that went backwards or jumped, a
+    register stuck while power flows, a read-to-clear accumulator that may have overflowed. The
+    firmware raises a fault and bills nothing from it (firmware.metering.plausibility)."""

@@ -29,7 +29,7 @@ from firmware.safety.faults import FaultCode
 from firmware.simulation import SimulatedCharger
 from hal.changes import wait_any
 from hal.clock import RealClock, VirtualClock
-from hal.sim.atm90e32 import Atm90e32Fault
+from hal.sim.atm90e32 import Atm90e32Fault, Atm90e32Sim
 from hal.sim.gpio_wiring import LockWiring
 from hal.sim.plant import Plant
 from hil.backend import Backend
@@ -179,9 +179,8 @@ class ScenarioRun:
         # The simulated meter integrates energy up to "now" with the old current before the EV changes
         # it, so the metered energy matches the EV's own to the step.
         meter_sync = None
-        if charger.hal is not None and charger.hal.sim is not None and charger.config.meter is not None:
-            meter = charger.config.meter
-            meter_sync = getattr(charger.hal.sim.spi.chip(meter.spi_bus, meter.spi_device), "sync", None)
+        if charger.hal is not None and charger.hal.sim is not None:
+            meter_sync = getattr(charger.hal.sim.meter, "sync", None)  # SimWorld.meter: any meter simulator
         ev.attach(charger.plant, before_current_change=meter_sync)
         self.ev_plants[spec.id] = charger.plant
         return ev
@@ -384,11 +383,12 @@ class ScenarioRun:
             assert event.sensor is not None
             plant.temperatures_c[event.sensor] = event.celsius if on and event.celsius is not None else 25.0
         elif fault == "meter_garbage":
-            hal, meter = charger.hal, charger.config.meter
-            assert hal is not None and hal.sim is not None and meter is not None
-            hal.sim.spi.chip(meter.spi_bus, meter.spi_device).fault = (
-                Atm90e32Fault.GARBAGE if on else Atm90e32Fault.NONE
-            )
+            hal = charger.hal
+            assert hal is not None and hal.sim is not None and hal.sim.meter is not None
+            if isinstance(hal.sim.meter, Atm90e32Sim):
+                hal.sim.meter.fault = Atm90e32Fault.GARBAGE if on else Atm90e32Fault.NONE
+            else:  # hal.sim.sdm630.Sdm630Sim: answers that fail their CRC
+                hal.sim.meter.corrupt_crc = on
         elif fault == "lock_jam":
             hal = charger.hal
             assert hal is not None and hal.sim is not None

@@ -12,7 +12,9 @@ what the CSMS is told.
 
 from __future__ import annotations
 
+import base64
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -61,22 +63,31 @@ class Reading:
     reading_type: str = "C"  # TX
     status: str = "G"  # ST: G = OK
     obis: str = "01-00:01.08.00*FF"  # RI: active energy import, total
+    error_flags: str = ""  # EF: "E" energy, "t" time (empty: no error)
+    current_type: str = "AC"  # RT: AC or DC
 
     def to_json(self) -> dict[str, Any]:
         if not _TIME.match(self.time):
             raise OcmfError(f"reading time {self.time!r} is not 'YYYY-MM-DDThh:mm:ss,fff+zzzz S'")
-        if self.reading_type not in READING_TYPES or self.status not in METER_STATUSES:
+        if (self.reading_type and self.reading_type not in READING_TYPES) or self.status not in METER_STATUSES:
             raise OcmfError(f"reading type {self.reading_type!r} / status {self.status!r} are not OCMF values")
-        return {
-            "TM": self.time,
-            "TX": self.reading_type,
-            # Two decimals for kWh, as OCMF recommends; written once, never re-formatted.
-            "RV": round(self.value_kwh, 2),
-            "RI": self.obis,
-            "RU": "kWh",
-            "RT": "AC",
-            "ST": self.status,
-        }
+        if self.current_type not in ("AC", "DC"):
+            raise OcmfError(f"current type {self.current_type!r} is not AC or DC (RT)")
+        if set(self.error_flags) - {"E", "t"}:
+            raise OcmfError(f"error flags {self.error_flags!r} are not OCMF EF values (E, t)")
+        out: dict[str, Any] = {"TM": self.time}
+        if self.reading_type:  # fiscal readings have no TX
+            out["TX"] = self.reading_type
+        # Two decimals for kWh, as OCMF recommends; written once, never re-formatted. Cut, not rounded,
+        # as a meter register shows only completed units (the 1e-6 absorbs binary float error:
+        # 19.35 * 100 is 1934.9999999999998).
+        out.update(
+            {"RV": math.floor(self.value_kwh * 100 + 1e-6) / 100, "RI": self.obis, "RU": "kWh", "RT": self.current_type}
+        )
+        if self.error_flags:
+            out["EF"] = self.error_flags
+        out["ST"] = self.status
+        return out
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,7 @@ class MeterInfo:
     gateway_serial: str | None = None  # GS
     gateway_version: str | None = None  # GV
     charge_controller_fw: str | None = None  # CF, at most 25 characters
+    current_type: str = "AC"  # RT of its readings: what the meter measures
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -158,15 +170,17 @@ def public_key_hex(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) 
 
 
 def public_key_from(text: str) -> ec.EllipticCurvePublicKey:
-    """A public key given as hex DER or as PEM text."""
+    """A public key given as hex DER, base64 DER or PEM text."""
     text = text.strip()
     try:
         if text.startswith("-----BEGIN"):
             key = serialization.load_pem_public_key(text.encode())
-        else:
+        elif re.fullmatch(r"[0-9a-fA-F]+", text):
             key = serialization.load_der_public_key(bytes.fromhex(text))
+        else:  # base64 DER, as OCPP 2.0.1 SignedMeterValueType.publicKey carries it
+            key = serialization.load_der_public_key(base64.b64decode(text, validate=True))
     except ValueError as exc:
-        raise OcmfError(f"not a public key (hex DER or PEM): {exc}") from exc
+        raise OcmfError(f"not a public key (hex or base64 DER, or PEM): {exc}") from exc
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise OcmfError("the public key must be an EC secp256r1 key")
     return key
@@ -199,8 +213,6 @@ class ParsedRecord:
             if encoding == "hex":
                 return bytes.fromhex(data)
             if encoding == "base64":
-                import base64
-
                 return base64.b64decode(data, validate=True)
         except ValueError as exc:
             raise OcmfError(f"SD is not valid {encoding}: {exc}") from exc

@@ -256,6 +256,10 @@ CATALOGUE: tuple[KeySpec, ...] = (
     _int("SecurityProfile", 0, minimum=0, maximum=3),
     KeySpec("AuthorizationKey", "str", "", write_only=True, min_length=AUTHORIZATION_KEY_MIN),
     KeySpec("CpoName", "str", ""),
+    # ---- signed meter values (vendor keys; firmware.ocpp.signed_meter). Named after 2.0.1's
+    # SampledDataCtrlr.SignReadings; the public key is the form OCMF transparency software takes.
+    _bool("SampledDataSignReadings", False),
+    KeySpec("MeterPublicKey", "str", "", readonly=True),
 )
 
 

@@ -193,6 +193,14 @@ def standard_variables(
         _interval(comm, "OfflineThreshold", 60),
         _var(comm, "ResetRetries", "integer", "3", min_limit=0),
         _interval(comm, "WebSocketPingInterval", 10),  # 0 disables the pings
+        # Which signed meter values carry the public key (2.0.1 OCPPCommCtrlr; firmware.ocpp.signed_meter)
+        _var(
+            comm,
+            "PublicKeyWithSignedMeterValue",
+            "OptionList",
+            "OncePerTransaction",
+            values_list=("Never", "OncePerTransaction", "EveryMeterValue"),
+        ),
         _var(comm, "NetworkProfileConnectionAttempts", "integer", "3", min_limit=1),
         _var(comm, "QueueAllMessages", "boolean", "false"),
         # SampledDataCtrlr (J02)
@@ -204,12 +212,14 @@ def standard_variables(
         _measurand_list(sampled, "TxEndedMeasurands", "Energy.Active.Import.Register"),
         _interval(sampled, "TxEndedInterval", 60),
         _measurand_list(sampled, "TxStartedMeasurands", "Energy.Active.Import.Register"),
+        _var(sampled, "SignReadings", "boolean", "false"),  # signed periodic values (J02)
         # AlignedDataCtrlr (J01)
         _var(aligned, "Enabled", "boolean", "true"),
         _measurand_list(aligned, "Measurands", "Energy.Active.Import.Register"),
         _interval(aligned, "Interval", 900),
         _measurand_list(aligned, "TxEndedMeasurands", "Energy.Active.Import.Register"),
         _interval(aligned, "TxEndedInterval", 900),
+        _var(aligned, "SignReadings", "boolean", "false"),  # signed clock-aligned values (J01)
         # TxCtrlr (E01..E07)
         _var(tx, "TxStartPoint", "MemberList", "PowerPathClosed", values_list=TX_POINTS, allow_empty=False),
         _var(tx, "TxStopPoint", "MemberList", "EVConnected,Authorized", values_list=TX_POINTS, allow_empty=False),

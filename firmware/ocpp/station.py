@@ -27,13 +27,17 @@ from typing import Any, Literal, Protocol
 from firmware import limits as sources
 from firmware.connector import Connector
 from firmware.iec61851.pilot import CpState
+from firmware.journal import SessionRecord
 from firmware.limits import Limit
+from firmware.metering.ocmf import OcmfError
+from firmware.metering.signing import OcmfSigner
 from firmware.ocpp.authorization import AuthCache, AuthPolicy, LocalAuthList
 from firmware.ocpp.calls import OcppCallError
 from firmware.ocpp.configuration import write_json_atomic
 from firmware.ocpp.link import Link, LinkClosed
 from firmware.ocpp.maintenance import Maintenance
 from firmware.ocpp.outbox import Outbox, OutboxCallError, OutboxSender, QueuedMessage
+from firmware.ocpp.signed_meter import SignedMeter, billing_payload
 from firmware.ocpp.smart_charging import ProfileStore, limit_at
 from firmware.ocpp.status import ConnectorView, Status, connector_status
 from firmware.ocpp.transport import Backoff, Security, TransportError, connect_with_retry, open_link
@@ -75,6 +79,10 @@ class StationSettings:
     backoff: Backoff = field(default_factory=Backoff)
 
 
+#: How many of a connector's latest sessions are checked at boot for a stop the CSMS never got.
+CLOSED_AT_BOOT_LOOKBACK = 5
+
+
 class ProtocolAdapter(Protocol):
     """What the station needs from one OCPP version."""
 
@@ -102,6 +110,10 @@ class ProtocolAdapter(Protocol):
     def tx_started(self, tx: Transaction, now: datetime) -> tuple[str, dict[str, Any]]: ...
 
     def tx_meter_values(self, tx: Transaction, values: dict[str, Any], now: datetime) -> tuple[str, dict[str, Any]]: ...
+
+    def signed_begin_message(self, tx: Transaction, now: datetime) -> tuple[str, dict[str, Any]] | None:
+        """A message of its own for the signed begin record (1.6), None when the start carries it."""
+        ...
 
     def tx_stopped(self, tx: Transaction, reason: str, now: datetime) -> tuple[str, dict[str, Any]]: ...
 
@@ -137,6 +149,11 @@ class Transaction:
     seq_no: int = 0  # 2.0.1 TransactionEvent seqNo
     remote_start_id: int | None = None
     stop_reason: str | None = None
+    #: OCMF records of this transaction (firmware.ocpp.signed_meter), None when not signed.
+    signed_begin: str | None = None
+    signed_end: str | None = None
+    #: The stop reading when it is not the meter's current one (a session closed at boot).
+    meter_stop_wh: float | None = None
 
 
 @dataclass
@@ -198,6 +215,18 @@ class OcppStation:
         self.diagnostics_status = "Idle"
         self._profiles_path = data_dir / "charging-profiles.json" if data_dir else None
         self._load_profiles()
+        self.signed: SignedMeter | None = None
+        try:
+            signer = OcmfSigner.for_data_dir(
+                data_dir,
+                gateway_id=f"{settings.vendor} {settings.model}",
+                gateway_serial=settings.serial_number or settings.station_id,
+                gateway_version=settings.firmware_version,
+            )
+            self.signed = SignedMeter(signer, station_id=settings.station_id)
+        except OcmfError as exc:
+            # Charging goes on without signed values; the operator must fix the key file.
+            log.error("signed meter values are off: %s", exc)
         self.adapter = adapter_factory(self)
         self._link_factory = link_factory
         self.online = False
@@ -220,6 +249,7 @@ class OcppStation:
         self.sender.on_delivered = self.adapter.on_delivered
         for n, connector in connectors.items():
             connector.add_listener(self._listener(n))
+            self._report_sessions_closed_at_boot(n, connector)
             if connector.session_id is not None:
                 # The connector booted first and resumed a session from its journal: continue its
                 # transaction (the queued messages carry its reference).
@@ -382,7 +412,12 @@ class OcppStation:
                 started_at=now,
             )
             st.tx, st.finishing, st.authorized_waiting = tx, False, False
+            if self.signed is not None:
+                tx.signed_begin = self.signed.begin(n, connector, tx.ref)
             self.enqueue(*self.adapter.tx_started(tx, now), tx_ref=tx.ref)  # carries the reservation id
+            begin = self.adapter.signed_begin_message(tx, now)
+            if begin is not None:
+                self.enqueue(*begin, tx_ref=tx.ref)
             if st.reservation_id is not None and st.reserved_for == tx.id_tag:
                 st.reserved_for = st.reservation_id = st.reservation_expires = None  # used up
         elif action == "stopped" and st.tx is not None:
@@ -391,7 +426,14 @@ class OcppStation:
             st.next_stop_reason = None
             tx.stop_reason = reason
             st.finishing = connector.debouncer.state is not CpState.A
+            if self.signed is not None:
+                tx.signed_end = self.signed.end(n, connector, tx.ref)
             self.enqueue(*self.adapter.tx_stopped(tx, reason, now), tx_ref=tx.ref)
+            billing = billing_payload(connector, tx.ref)
+            if billing is not None:
+                # After the stop message, in the same persistent queue: the CSMS gets the bill even
+                # when the link was down at the end of the session.
+                self.enqueue("DataTransfer", billing, tx_ref=tx.ref)
             self.profiles.end_transaction(n)
             self._save_profiles()
             self._profile_wake.set()
@@ -400,16 +442,63 @@ class OcppStation:
                 self._apply_availability(n, False)
         elif action == "resumed" and st.tx is None:
             # A session resumed after a restart keeps its transaction (queued messages carry its ref).
-            tx_id = self.outbox.transaction_id(str(data.get("id")))
+            ref = str(data.get("id"))
+            tx_id = self.outbox.transaction_id(ref)
             meter = connector.last_meter.import_wh if connector.last_meter is not None else 0.0
+            started_at = now
+            record = _journal_session(connector, ref)
+            if record is not None:  # the start as the journal kept it, not the moment of the restart
+                meter, started_at = record.meter_start_wh, datetime.fromtimestamp(record.started_at, UTC)
             st.tx = Transaction(
-                ref=str(data.get("id")),
+                ref=ref,
                 connector_id=n,
                 id_tag=connector.id_tag or self.settings.free_id_tag,
                 meter_start_wh=meter,
-                started_at=now,
+                started_at=started_at,
                 transaction_id=tx_id,
             )
+
+    def _report_sessions_closed_at_boot(self, n: int, connector: Connector) -> None:
+        """Sessions the journal closed at boot (a power loss; the EV left while the station was off):
+        the CSMS still has their transaction open. Queue their stop with the journal's stop time and
+        reading, the signed end record and the bill, as if the station had seen the end."""
+        if connector.journal is None:
+            return
+        try:
+            recent = connector.journal.sessions(connector.settings.connector_id, limit=CLOSED_AT_BOOT_LOOKBACK)
+        except Exception as exc:  # a broken journal must not stop the uplink
+            log.error("connector %d: cannot read the journal for sessions closed at boot: %s", n, exc)
+            return
+        start_action = "StartTransaction" if self.adapter.version == "1.6" else "TransactionEvent"
+        for record in reversed(recent):  # oldest first: stops reach the CSMS in the order sessions ended
+            if record.is_open or record.stopped_at is None or record.meter_stop_wh is None:
+                continue
+            events = self.outbox.session_messages(record.session_id, start_action)
+            started = [m for m in events if m.action == "StartTransaction" or m.payload.get("eventType") == "Started"]
+            ended = self.outbox.session_messages(record.session_id, "StopTransaction") + [
+                m for m in events if m.payload.get("eventType") == "Ended"
+            ]
+            if not started or ended:
+                continue  # never reported (nothing to close) or already closed
+            stopped_at = datetime.fromtimestamp(record.stopped_at, UTC)
+            tx = Transaction(
+                ref=record.session_id,
+                connector_id=n,
+                id_tag=record.id_tag or self.settings.free_id_tag,
+                meter_start_wh=record.meter_start_wh,
+                started_at=datetime.fromtimestamp(record.started_at, UTC),
+                transaction_id=self.outbox.transaction_id(record.session_id),
+                meter_stop_wh=record.meter_stop_wh,
+            )
+            reason = _stop_reason(record.stop_reason or "Other")
+            tx.stop_reason = reason
+            log.warning("connector %d: reporting session %s closed at boot (%s)", n, record.session_id, reason)
+            if self.signed is not None:
+                tx.signed_end = self.signed.end(n, connector, tx.ref)
+            self.enqueue(*self.adapter.tx_stopped(tx, reason, stopped_at), tx_ref=tx.ref)
+            billing = billing_payload(connector, tx.ref)
+            if billing is not None:
+                self.enqueue("DataTransfer", billing, tx_ref=tx.ref)
 
     def trigger_boot(self) -> None:
         """A TriggerMessage BootNotification: a Pending or Rejected station retries at once."""
@@ -821,6 +910,16 @@ _REASONS = {
     "Reboot": "Reboot",
     "EmergencyStop": "EmergencyStop",
 }
+
+
+def _journal_session(connector: Connector, ref: str) -> SessionRecord | None:
+    if connector.journal is None:
+        return None
+    try:
+        return connector.journal.session(ref)
+    except Exception as exc:  # a broken journal must not stop the uplink
+        log.error("cannot read session %s from the journal: %s", ref, exc)
+        return None
 
 
 def _stop_reason(reason: str) -> str:

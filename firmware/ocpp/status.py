@@ -42,6 +42,7 @@ ERROR_CODE_16: dict[FaultCode, str] = {
     FaultCode.OVERTEMPERATURE_STOP: "HighTemperature",
     FaultCode.TEMPERATURE_SENSOR: "OtherError",
     FaultCode.METER_COMM_LOST: "PowerMeterFailure",
+    FaultCode.METER_IMPLAUSIBLE: "PowerMeterFailure",
     FaultCode.COPROCESSOR_COMM_LOST: "InternalError",
     FaultCode.CONVERTER_COMM_LOST: "InternalError",
     FaultCode.HEARTBEAT_LOST: "InternalError",

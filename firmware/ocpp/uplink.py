@@ -51,7 +51,10 @@ def build_station(
         if settings.version == "1.6":
             from firmware.ocpp.v16 import V16Adapter
 
-            config = Configuration(data_dir / "ocpp-config.json" if data_dir else None, defaults=defaults)
+            keys = dict(defaults)
+            if station.signed is not None:
+                keys["MeterPublicKey"] = station.signed.signer.public_key_hex  # read-only: what signs
+            config = Configuration(data_dir / "ocpp-config.json" if data_dir else None, defaults=keys)
             return V16Adapter(station, config)
         if settings.version in ("2.0.1", "2.1"):
             from firmware.ocpp.device_model import DeviceModel

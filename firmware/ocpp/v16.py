@@ -492,9 +492,27 @@ class V16Adapter:
     def tx_meter_values(self, tx: Transaction, values: dict[str, Any], now: datetime) -> tuple[str, dict[str, Any]]:
         return "MeterValues", values
 
+    def signed_begin_message(self, tx: Transaction, now: datetime) -> tuple[str, dict[str, Any]] | None:
+        # StartTransaction has no meter values: the signed begin record follows it as MeterValues
+        # with context Transaction.Begin (module docstring of firmware.ocpp.signed_meter).
+        signed = self.station.signed
+        if signed is None or tx.signed_begin is None:
+            return None
+        value = signed.sampled_value_16(tx.signed_begin, "Transaction.Begin", tx.meter_start_wh)
+        return "MeterValues", {
+            "connectorId": tx.connector_id,
+            "transactionId": self._tx_id(tx),
+            "meterValue": [{"timestamp": utc_iso(tx.started_at), "sampledValue": [value]}],
+        }
+
+    def _tx_id(self, tx: Transaction) -> int | str:
+        return tx.transaction_id if tx.transaction_id is not None else TX_PLACEHOLDER.format(ref=tx.ref)
+
     def tx_stopped(self, tx: Transaction, reason: str, now: datetime) -> tuple[str, dict[str, Any]]:
         connector = self.station.connectors[tx.connector_id]
         meter_stop = connector.last_meter.import_wh if connector.last_meter is not None else tx.meter_start_wh
+        if tx.meter_stop_wh is not None:
+            meter_stop = tx.meter_stop_wh  # a session closed at boot: the journal's stop reading
         payload: dict[str, Any] = {
             "transactionId": tx.transaction_id if tx.transaction_id is not None else TX_PLACEHOLDER.format(ref=tx.ref),
             "meterStop": round(meter_stop),
@@ -503,13 +521,20 @@ class V16Adapter:
             "idTag": tx.id_tag[:ID_TAG_MAX],
         }
         measurands = self.config.get_csl("StopTxnSampledData")
-        if measurands and connector.last_meter is not None:
-            payload["transactionData"] = [
-                {
-                    "timestamp": utc_iso(now),
-                    "sampledValue": sampled_values_16(connector.last_meter, measurands, "Transaction.End"),
-                }
-            ]
+        data: list[dict[str, Any]] = []
+        signed = self.station.signed
+        if signed is not None and tx.signed_begin is not None:
+            begin = signed.sampled_value_16(tx.signed_begin, "Transaction.Begin", tx.meter_start_wh)
+            data.append({"timestamp": utc_iso(tx.started_at), "sampledValue": [begin]})
+        end: list[dict[str, Any]] = []
+        if measurands and connector.last_meter is not None and tx.meter_stop_wh is None:
+            end = sampled_values_16(connector.last_meter, measurands, "Transaction.End")
+        if signed is not None and tx.signed_end is not None:
+            end.append(signed.sampled_value_16(tx.signed_end, "Transaction.End", meter_stop))
+        if end:
+            data.append({"timestamp": utc_iso(now), "sampledValue": end})
+        if data:
+            payload["transactionData"] = data
         return "StopTransaction", payload
 
     def meter_values(
@@ -519,11 +544,20 @@ class V16Adapter:
         measurands = self.config.get_csl(key)
         if not measurands:
             return None
+        sampled = sampled_values_16(reading, measurands, context)  # type: ignore[arg-type]
+        signed = self.station.signed
+        if (
+            signed is not None
+            and tx is not None
+            and context in ("Sample.Periodic", "Sample.Clock")
+            and self.config.get_bool("SampledDataSignReadings")
+        ):
+            record = signed.sample(connector_id, self.station.connectors[connector_id], tx.ref, now)
+            if record is not None:
+                sampled.append(signed.sampled_value_16(record, context, reading.import_wh))
         payload: dict[str, Any] = {
             "connectorId": connector_id,
-            "meterValue": [
-                {"timestamp": utc_iso(now), "sampledValue": sampled_values_16(reading, measurands, context)}  # type: ignore[arg-type]
-            ],
+            "meterValue": [{"timestamp": utc_iso(now), "sampledValue": sampled}],
         }
         if tx is not None:
             payload["transactionId"] = (

@@ -295,6 +295,39 @@ class V201Adapter:
             return None
         return [{"timestamp": utc_iso(now), "sampledValue": sampled}] if sampled else None
 
+    def _with_signed(
+        self,
+        meter: list[dict[str, Any]] | None,
+        record: str | None,
+        context: str,
+        value_wh: float,
+        now: datetime,
+        *,
+        first: bool,
+    ) -> list[dict[str, Any]] | None:
+        """Attach a signed record to the Energy.Active.Import.Register value of ``meter`` (or add one),
+        with the public key as PublicKeyWithSignedMeterValue says (J02; firmware.ocpp.signed_meter)."""
+        signed = self.station.signed
+        if signed is None or record is None:
+            return meter
+        try:
+            mode = self.device_model.get("OCPPCommCtrlr", "PublicKeyWithSignedMeterValue")
+        except KeyError:
+            mode = "OncePerTransaction"
+        with_key = mode == "EveryMeterValue" or (mode == "OncePerTransaction" and first)
+        item = signed.sampled_value_201(record, context, value_wh, with_key=with_key)
+        if meter is None:
+            return [{"timestamp": utc_iso(now), "sampledValue": [item]}]
+        values = meter[0]["sampledValue"]
+        for value in values:
+            if value.get("measurand", "Energy.Active.Import.Register") == "Energy.Active.Import.Register" and (
+                "phase" not in value
+            ):
+                value["signedMeterValue"] = item["signedMeterValue"]
+                return meter
+        values.append(item)
+        return meter
+
     def _transaction_event(
         self,
         event_type: str,
@@ -342,6 +375,7 @@ class V201Adapter:
             info["remoteStartId"] = tx.remote_start_id
         measurands = self.list_setting("SampledDataCtrlr", "TxStartedMeasurands")
         meter = self._meter_value(self._reading(n), measurands, "Transaction.Begin", now)
+        meter = self._with_signed(meter, tx.signed_begin, "Transaction.Begin", tx.meter_start_wh, now, first=True)
         payload = self._transaction_event("Started", trigger, tx, now, info, meter)
         payload["idToken"] = self.id_token(tx.id_tag)
         for reservation_id, (connector, id_tag) in list(self.reservations.items()):
@@ -362,6 +396,9 @@ class V201Adapter:
         else:
             log.warning("the RequestStartTransaction charging profile was not installed: %s", result.reason)
 
+    def signed_begin_message(self, tx: Transaction, now: datetime) -> tuple[str, dict[str, Any]] | None:
+        return None  # the Started event carries the signed begin record
+
     def tx_meter_values(self, tx: Transaction, values: dict[str, Any], now: datetime) -> tuple[str, dict[str, Any]]:
         self.ensure_transaction_id(tx)
         info = {"transactionId": str(tx.transaction_id), "chargingState": self._state_of(tx.connector_id, True)}
@@ -380,7 +417,12 @@ class V201Adapter:
         if tx.remote_start_id is not None:
             info["remoteStartId"] = tx.remote_start_id
         measurands = self.list_setting("SampledDataCtrlr", "TxEndedMeasurands")
-        meter = self._meter_value(self._reading(tx.connector_id), measurands, "Transaction.End", now)
+        reading = self._reading(tx.connector_id)
+        if tx.meter_stop_wh is not None:
+            reading = None  # a session closed at boot: only the journal's stop reading is known
+        meter = self._meter_value(reading, measurands, "Transaction.End", now)
+        stop_wh = reading.import_wh if reading is not None else tx.meter_stop_wh or tx.meter_start_wh
+        meter = self._with_signed(meter, tx.signed_end, "Transaction.End", stop_wh, now, first=False)
         payload = self._transaction_event("Ended", trigger, tx, now, info, meter)
         if reason == "Local":
             payload["idToken"] = self.id_token(tx.id_tag)  # E06: the identifier that stopped it
@@ -405,6 +447,11 @@ class V201Adapter:
             measurands = self.list_setting("SampledDataCtrlr", "TxUpdatedMeasurands")
             trigger = "MeterValuePeriodic"
         meter = self._meter_value(reading, measurands, context, now)  # type: ignore[arg-type]
+        sign_in = "AlignedDataCtrlr" if context == "Sample.Clock" else "SampledDataCtrlr"
+        signed = self.station.signed
+        if tx is not None and signed is not None and self.bool_setting(sign_in, "SignReadings", False):
+            record = signed.sample(connector_id, self.station.connectors[connector_id], tx.ref, now)
+            meter = self._with_signed(meter, record, context, reading.import_wh, now, first=False)
         if tx is None:
             return None if meter is None else ("MeterValues", {"evseId": connector_id, "meterValue": meter})
         if meter is None and trigger != "Trigger":

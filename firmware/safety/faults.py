@@ -51,6 +51,7 @@ class FaultCode(enum.Enum):
     OVERTEMPERATURE_STOP = "overtemperature_stop"
     TEMPERATURE_SENSOR = "temperature_sensor"
     METER_COMM_LOST = "meter_comm_lost"
+    METER_IMPLAUSIBLE = "meter_implausible"
     COPROCESSOR_COMM_LOST = "coprocessor_comm_lost"
     CONVERTER_COMM_LOST = "converter_comm_lost"
     HEARTBEAT_LOST = "heartbeat_lost"
@@ -112,6 +113,10 @@ _CATALOGUE = (
     FaultSpec(FaultCode.METER_COMM_LOST, Reaction.STOP, Recovery.AUTO,
               "the meter has not answered plausibly for 5 s (energy cannot be measured or billed)",
               "the meter answers again"),
+    FaultSpec(FaultCode.METER_IMPLAUSIBLE, Reaction.STOP, Recovery.AUTO,
+              "a meter reading failed a plausibility check (energy went backwards, jumped, stuck while power "
+              "flows, or a read-to-clear register overflowed); the session is marked with a meter error",
+              "readings are plausible against the last good one for 10 s"),
     FaultSpec(FaultCode.COPROCESSOR_COMM_LOST, Reaction.EMERGENCY, Recovery.AUTO,
               "the safety co-processor does not answer (its own fail-safe has opened the contactor)",
               "the co-processor answers again"),

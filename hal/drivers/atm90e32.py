@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from hal.buses import SpiDevice
 from hal.clock import Clock
-from hal.errors import DeviceNotFound, ProtocolError
+from hal.errors import DeviceNotFound, ImplausibleReading, ProtocolError
 from hal.types import MeterReading
 
 # --------------------------------------------------------------------------------------------- bus
@@ -279,6 +279,11 @@ class Atm90e32Meter:
     def _fail(self, address: int, raw: int, why: str) -> ProtocolError:
         return ProtocolError(self._name, f"{register_name(address)} (0x{address:02X}) read 0x{raw:04X}: {why}")
 
+    def _energy_lost(self, address: int, raw: int, why: str) -> ImplausibleReading:
+        """An energy register whose content is lost or doubtful: the energy of the interval cannot be
+        known, which is a plausibility fault, not a communication hiccup."""
+        return ImplausibleReading(self._name, f"{register_name(address)} (0x{address:02X}) read 0x{raw:04X}: {why}")
+
     def _read_checked(self, address: int) -> int:
         """Read a register and confirm it against LastSPIData, which the chip sets to the word it
         actually clocked out: a mismatch means the word was corrupted on the wires."""
@@ -418,7 +423,7 @@ class Atm90e32Meter:
         per_count = self._cal.wh_per_count
         # Highest energy one phase can deliver in `elapsed`: full-scale V x I of this board.
         full_scale_w = self._cal.max_voltage_v * self._cal.max_current_a
-        problems: list[ProtocolError] = []
+        problems: list[ImplausibleReading] = []
         for phase in range(self._phases):
             for table, is_import in ((REG_AP_ENERGY, True), (REG_AN_ENERGY, False)):
                 address = table[phase]
@@ -426,7 +431,9 @@ class Atm90e32Meter:
                 echo = self._read(REG_LAST_SPI_DATA)
                 if echo != raw:
                     problems.append(
-                        self._fail(address, raw, f"LastSPIData says 0x{echo:04X}; energy of this interval is lost")
+                        self._energy_lost(
+                            address, raw, f"LastSPIData says 0x{echo:04X}; energy of this interval is lost"
+                        )
                     )
                     continue
                 wh = raw * per_count
@@ -434,7 +441,7 @@ class Atm90e32Meter:
                     possible_wh = full_scale_w * elapsed / 3600.0 * (1 + POWER_TOLERANCE) + per_count
                     if wh > possible_wh:
                         problems.append(
-                            self._fail(
+                            self._energy_lost(
                                 address,
                                 raw,
                                 f"{wh:.3f} Wh in {elapsed:.1f} s is more than {full_scale_w:.0f} W gives",
@@ -452,7 +459,7 @@ class Atm90e32Meter:
                     if steady_w * elapsed / 3600.0 > ENERGY_REGISTER_MAX * per_count:
                         limit_s = max_read_interval_s(steady_w, self._cal.pl_constant)
                         problems.append(
-                            self._fail(
+                            self._energy_lost(
                                 address,
                                 raw,
                                 f"{steady_w:.0f} W for {elapsed:.1f} s overflows the 16-bit register; "

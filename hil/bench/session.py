@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from board.loader import load_board, resolve, shipped_boards
-from board.schema import BoardConfig
+from board.schema import Atm90e32Config, BoardConfig
 from firmware.connector import ConnectorSettings
 from firmware.iec61851.pilot import MIN_OFFER_A, current_for_duty
 from firmware.simulation import SimulatedCharger
@@ -114,7 +114,8 @@ def board_gpio_pins(board: BoardConfig) -> dict[int, str]:
                 if field_name.endswith("_pin") and isinstance(pin, int) and not isinstance(pin, bool):
                     pins.setdefault(pin, f"{label}.{field_name}")
     if board.buses.spi is not None and board.buses.spi.backend == "spidev":
-        for name, part in (("adc", board.adc), ("meter", board.meter)):
+        spi_meter = board.meter if isinstance(board.meter, Atm90e32Config) else None  # an SDM630 is on a UART
+        for name, part in (("adc", board.adc), ("meter", spi_meter)):
             if part is None:
                 continue
             for pin in SPI_DATA_PINS.get(part.spi_bus, ()):

@@ -88,10 +88,7 @@ class SimBench:
         hal = charger.hal
         if hal is None or hal.sim is None or hal.sim.wiring is None:
             raise ValueError("sim bench: the board is not a simulated GPIO board (no wiring to attach to)")
-        sync = None
-        meter = charger.config.meter
-        if meter is not None and hal.sim.spi is not None:
-            sync = getattr(hal.sim.spi.chip(meter.spi_bus, meter.spi_device), "sync", None)
+        sync = getattr(hal.sim.meter, "sync", None)  # SimWorld.meter: any meter simulator
         bench = cls(ev, pin_factory, hal.sim.plant, load, before_current_change=sync)
         bench.update()
         hal.sim.wiring.add(bench)

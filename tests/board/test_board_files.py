@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from board.loader import BoardError, load_board, parse_board, resolve, shipped_boards
+from board.schema import Atm90e32Config, Sdm630Config
 
-SHIPPED = ["sim-ac", "sim-dc-bidi", "pi-ac", "pi-mcu-ac", "pi-dc-bidi"]
+SHIPPED = ["sim-ac", "sim-ac-sdm630", "sim-dc-bidi", "pi-ac", "pi-ac-sdm630", "pi-mcu-ac", "pi-dc-bidi"]
 
 
 def _raw(name: str) -> dict[str, Any]:
@@ -31,11 +32,39 @@ def test_every_shipped_file_is_listed() -> None:
     assert sorted(shipped_boards()) == sorted(SHIPPED)
 
 
-def test_pi_gpio_boards_are_marked_as_needing_an_external_trip() -> None:
-    cfg = load_board("pi-ac")
+@pytest.mark.parametrize("name", ["pi-ac", "pi-ac-sdm630"])
+def test_pi_gpio_boards_are_marked_as_needing_an_external_trip(name: str) -> None:
+    cfg = load_board(name)
     assert cfg.safety.realtime == "pi-gpio"
     assert cfg.safety.external_hardware_trip is True
     assert "external hardware trip" in cfg.board.description
+
+
+@pytest.mark.parametrize(
+    ("name", "meter_type", "port"),
+    [
+        ("sim-ac", Atm90e32Config, None),
+        ("pi-ac", Atm90e32Config, None),
+        ("sim-ac-sdm630", Sdm630Config, "sim"),
+        ("pi-ac-sdm630", Sdm630Config, "/dev/ttyUSB0"),
+    ],
+)
+def test_meter_table_picks_the_driver_model(name: str, meter_type: type, port: str | None) -> None:
+    meter = load_board(name).meter
+    assert isinstance(meter, meter_type)
+    if isinstance(meter, Sdm630Config):
+        assert meter.port == port
+        assert (meter.baudrate, meter.parity, meter.stopbits, meter.unit) == (9600, "N", 1, 1)
+        assert meter.reverse is False
+
+
+def test_modbus_meter_defaults_and_no_calibration_rule() -> None:
+    data = _raw("sim-ac")
+    data["meter"] = {"driver": "sdm630", "port": "sim"}  # an SDM630 needs no per-phase calibration table
+    cfg = parse_board(data)
+    assert isinstance(cfg.meter, Sdm630Config)
+    assert (cfg.meter.baudrate, cfg.meter.parity, cfg.meter.unit, cfg.meter.timeout_s) == (9600, "N", 1, 0.5)
+    assert (cfg.meter.max_voltage_v, cfg.meter.max_current_a, cfg.meter.reverse) == (300.0, 100.0, False)
 
 
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
@@ -95,6 +124,34 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
     ("pi-dc-bidi", _set("buses.can.bitrate", 1000000), ["buses.can.bitrate", "1000000", "125000"]),
     ("pi-dc-bidi", _set("ratings.max_current_a", 80.0), ["ratings.max_current_a = 80.0 exceeds converter"]),
     ("pi-dc-bidi", _set("converter.driver", "winline"), ["converter.driver", "'winline'", "'infy-beg1k075g'"]),
+    ("sim-ac", _set("meter.driver", "pzem"), ["meter.driver: got 'pzem'", "'atm90e32', 'sdm630'"]),
+    ("sim-ac", _set("meter.driver", _DELETE), ["meter.driver: missing"]),
+    ("sim-ac", _set("meter", "sdm630"), ["meter: must be a table with driver = 'atm90e32' or 'sdm630'"]),
+    ("sim-ac-sdm630", _set("meter.port", "/dev/ttyUSB0"), ["simulated = true but meter.port = '/dev/ttyUSB0'"]),
+    ("pi-ac-sdm630", _set("meter.port", "sim"), ["meter.port = 'sim' is only allowed with board.simulated = true"]),
+    (
+        "pi-ac-sdm630",
+        _set("meter.port", "/dev/serial0"),
+        ["serial port /dev/serial0 is used twice", "rfid.port", "meter.port"],
+    ),
+    ("pi-ac-sdm630", _set("meter.baudrate", 115200), ["meter.baudrate", "115200", "9600"]),
+    ("pi-ac-sdm630", _set("meter.parity", "X"), ["meter.parity", "'X'", "'N', 'E' or 'O'"]),
+    ("pi-ac-sdm630", _set("meter.unit", 0), ["meter.unit", "greater than or equal to 1", "(got 0)"]),
+    ("pi-ac-sdm630", _set("meter.unit", 248), ["meter.unit", "less than or equal to 247"]),
+    ("pi-ac-sdm630", _set("meter.timeout_s", 0.0), ["meter.timeout_s", "greater than 0"]),
+    ("pi-ac-sdm630", _set("meter.port", ""), ["meter.port", "at least 1 character"]),
+    ("pi-ac-sdm630", _set("meter.spi_bus", 0), ["meter.spi_bus", "unknown field", "baudrate, driver, max_current_a"]),
+    ("pi-ac-sdm630", _set("meter", _DELETE), ["an AC board needs a [meter]"]),
+    (
+        "pi-mcu-ac",
+        _set("meter", {"driver": "sdm630", "port": "/dev/ttyAMA0"}),
+        ["serial port /dev/ttyAMA0 is used twice", "buses.serial.port", "meter.port"],
+    ),
+    (
+        "pi-mcu-ac",
+        _set("rfid", {"driver": "rdm6300", "port": "/dev/ttyAMA0"}),
+        ["serial port /dev/ttyAMA0 is used twice", "buses.serial.port", "rfid.port"],
+    ),
     ("sim-ac", _set("format", 2), ["format: got 2", "format = 1"]),
     ("sim-ac", _set("format", _DELETE), ["format: missing"]),
 ]

@@ -27,6 +27,7 @@ from firmware.connector import (
     LOCK_RETRY_PERIOD,
     METER_COMM_TIMEOUT,
     METER_PERIOD,
+    METER_PLAUSIBLE_RECOVERY_S,
     SUPERVISION_PERIOD,
     T_LOCK_SETTLE,
 )
@@ -44,6 +45,7 @@ from firmware.iec61851.timing import (
 from firmware.limits import Limit
 from firmware.safety.faults import FaultCode, Reaction, Recovery, spec
 from firmware.safety.supervisor import SOFT_OVERCURRENT_TIME_S
+from hal.drivers.atm90e32 import REG_AP_ENERGY
 from hal.sim.atm90e32 import Atm90e32Fault
 from hal.types import PilotMode
 from tests.firmware.connector_rig import Rig, charge, charger, plug, unplug, wait_state, wait_until
@@ -92,6 +94,16 @@ def temperature(celsius: float) -> Callable[[Rig], None]:
 def meter_fault(fault: Atm90e32Fault) -> Callable[[Rig], None]:
     def apply(rig: Rig) -> None:
         rig.meter_chip.fault = fault
+
+    return apply
+
+
+def energy_register(value: int | None) -> Callable[[Rig], None]:
+    """The chip's phase A forward energy accumulator reads ``value`` (0xFFFF: a corrupted or overrun
+    read-to-clear register); None: it counts again."""
+
+    def apply(rig: Rig) -> None:
+        rig.meter_chip.force_register(REG_AP_ENERGY[0], value)
 
     return apply
 
@@ -243,6 +255,23 @@ def rows() -> list[object]:
             not_before_s=METER_COMM_TIMEOUT - NEXT_METER_READING,
         ),
     )
+    for s, opens_within in (("B2", NEXT_METER_READING), ("C2", T_POWER_OFF_UNDER_LOAD_C1 + NEXT_METER_READING)):
+        # A full accumulator in one second is more energy than the board can deliver: the reading is
+        # refused at once (no 5 s grace as for silence: the meter answers, and what it says is wrong).
+        # It clears after 10 s of plausible readings (one more is refused after the restore: the
+        # accumulator still holds what the forced reads left in it).
+        add(
+            f"meter-implausible-{s}",
+            FaultCase(
+                s,
+                FaultCode.METER_IMPLAUSIBLE,
+                energy_register(0xFFFF),
+                energy_register(None),
+                detect_within_s=NEXT_METER_READING,
+                stop_opens_within_s=opens_within,
+                recover_within_s=METER_PLAUSIBLE_RECOVERY_S + 3 * NEXT_METER_READING,
+            ),
+        )
     add(
         "lock-jammed-B2",
         FaultCase(
@@ -662,5 +691,34 @@ def test_lock_that_fails_to_unlock_is_a_fault(tmp_path: Path) -> None:
             assert rig.pin_log.first("unlock", 1.0, t_unplug) is not None  # the unlock was tried
             assert rig.locked()  # and the actuator did not move
             assert rig.raised_at("lock_failed", t_unplug) is not None
+
+    asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------------------------------ meter plausibility
+def test_an_implausible_reading_marks_the_session_and_its_bill(tmp_path: Path) -> None:
+    """Charging, the meter's energy register turns implausible for a moment: the session is marked
+    with the first meter error, the refused energy is never added, and the billing record at the end
+    carries the mark."""
+
+    async def scenario() -> None:
+        async with charger(tmp_path) as rig:
+            await charge(rig, amps=16.0)
+            await rig.advance(3.0)
+            before = rig.connector.last_meter
+            assert before is not None
+            energy_register(0xFFFF)(rig)
+            await wait_until(rig, lambda: rig.raised_at("meter_implausible") is not None, NEXT_METER_READING, "fault")
+            assert rig.connector.last_meter == before, "the refused reading is not used"
+            energy_register(None)(rig)
+            await rig.advance(METER_PLAUSIBLE_RECOVERY_S + 3 * NEXT_METER_READING)
+            assert FaultCode.METER_IMPLAUSIBLE not in rig.connector.supervisor.active
+            await unplug(rig)
+            await rig.advance(1.0)
+            [session] = rig.sessions()
+            assert session.meter_error is not None and "more than" in session.meter_error
+            assert session.billing is not None and session.billing.meter_error == session.meter_error
+            # Counted energy stays what the plant delivered in the accepted intervals (never 204 Wh per s).
+            assert session.import_wh < 16.0 * 3 * 230.0 * rig.now / 3600.0
 
     asyncio.run(scenario())

@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import firmware.journal as journal_module
 from firmware.journal import (
+    MIGRATIONS,
     REASON_EV_DISCONNECTED,
     REASON_POWER_LOSS,
     SCHEMA_VERSION,
@@ -34,6 +36,7 @@ from firmware.journal import (
     SessionStopped,
     UnknownSession,
 )
+from firmware.metering.billing import Tariff, billing_record
 
 T0 = 1_750_000_000.0  # 2025-06-15, a plausible wall-clock time
 
@@ -61,6 +64,14 @@ def journal(db: Path, clock: FakeWallClock) -> Iterator[Journal]:
     j = Journal(db, wall_clock=clock)
     yield j
     j.close()
+
+
+def _stopped(model: SessionRecord, **stop: object) -> SessionRecord:
+    """What the journal must store for ``model`` stopped with ``stop`` (stopped_at, meter_stop_wh,
+    stop_reason): the export stop defaults to the last checkpoint's, and the billing record comes with it."""
+    fields: dict[str, object] = {"export_stop_wh": model.last_export_wh, **stop}
+    stopped = dataclasses.replace(model, **fields)  # type: ignore[arg-type]
+    return dataclasses.replace(stopped, billing=billing_record(stopped))
 
 
 @contextlib.contextmanager
@@ -117,7 +128,8 @@ def test_file_is_wal_with_full_sync(journal: Journal, db: Path) -> None:
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # 2 = FULL
     with _raw(db) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        versions = raw.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+        assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)] and sorted(MIGRATIONS) == [1, 2]
 
 
 def test_one_open_session_per_connector(journal: Journal) -> None:
@@ -141,17 +153,17 @@ def test_sql_enforces_the_invariants_too(journal: Journal, db: Path) -> None:
             )
         with pytest.raises(sqlite3.IntegrityError, match="identity"):
             raw.execute("UPDATE sessions SET meter_start_wh = 0")
-        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        with pytest.raises(sqlite3.IntegrityError, match="never go down"):
             raw.execute("UPDATE sessions SET stopped_at = 1, meter_stop_wh = 5, stop_reason = 'x'")
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):  # a stop without its billing record
+            raw.execute("UPDATE sessions SET stopped_at = 1, meter_stop_wh = 15, stop_reason = 'x', export_stop_wh = 0")
     journal.stop_session(s.session_id, reason="Local", meter_stop_wh=12.0)
     with _raw(db) as raw:
         with pytest.raises(sqlite3.IntegrityError, match="stopped sessions never change"):
             raw.execute("UPDATE sessions SET stop_reason = 'Remote'")
         with pytest.raises(sqlite3.IntegrityError, match="never deleted"):
             raw.execute("DELETE FROM sessions")
-    assert journal.session(s.session_id) == dataclasses.replace(
-        s, stopped_at=T0, meter_stop_wh=12.0, stop_reason="Local"
-    )
+    assert journal.session(s.session_id) == _stopped(s, stopped_at=T0, meter_stop_wh=12.0, stop_reason="Local")
 
 
 def test_two_journals_on_one_file_racing_for_a_connector(db: Path) -> None:
@@ -373,9 +385,7 @@ def test_reconcile_closes_as_power_loss_when_the_checkpoint_is_stale(journal: Jo
     before = _running_session(journal, clock)
     result = journal.reconcile(1, HardwareSnapshot("C", False, None), now=T0 + 20 + 300.0)  # exactly the limit
     assert result.action == "closed" and not result.contactor_mismatch
-    assert result.session == dataclasses.replace(
-        before, stopped_at=T0 + 20, meter_stop_wh=1234.5, stop_reason=REASON_POWER_LOSS
-    )
+    assert result.session == _stopped(before, stopped_at=T0 + 20, meter_stop_wh=1234.5, stop_reason=REASON_POWER_LOSS)
     assert journal.open_session(1) is None
     assert journal.reconcile(1, HardwareSnapshot("C"), now=T0 + 400).action == "none"  # and it stays closed
 
@@ -389,7 +399,7 @@ def test_reconcile_closes_as_ev_disconnected_when_unplugged(journal: Journal, cl
     before = _running_session(journal, clock)
     result = journal.reconcile(1, HardwareSnapshot("A", None, 1240.0), now=T0 + 25)  # recent, but no EV
     assert result.action == "closed"
-    assert result.session == dataclasses.replace(
+    assert result.session == _stopped(
         before, stopped_at=T0 + 20, meter_stop_wh=1240.0, stop_reason=REASON_EV_DISCONNECTED
     )
     assert "1240.0 Wh from the hardware" in result.detail
@@ -529,28 +539,32 @@ def test_forward_migration_hook(db: Path, monkeypatch: pytest.MonkeyPatch) -> No
     def add_notes(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE sessions ADD COLUMN note TEXT")
 
-    monkeypatch.setattr(journal_module, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(journal_module.MIGRATIONS, 2, add_notes)
+    future = SCHEMA_VERSION + 1  # a migration after the current ones
+    monkeypatch.setattr(journal_module, "SCHEMA_VERSION", future)
+    monkeypatch.setitem(journal_module.MIGRATIONS, future, add_notes)
     with Journal(db, wall_clock=FakeWallClock(T0 + 5)) as j:
         assert len(j.sessions()) == 30  # the history survives the migration
     with _raw(db) as raw:
         assert raw.execute("SELECT version, applied_at FROM schema_version ORDER BY version").fetchall() == [
-            (1, T0),
-            (2, T0 + 5),
+            *((v, T0) for v in range(1, future)),
+            (future, T0 + 5),
         ]
         assert "note" in [row[1] for row in raw.execute("PRAGMA table_info(sessions)")]
     Journal(db).close()  # opening again migrates nothing
     with _raw(db) as raw:
-        assert raw.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 2
+        assert raw.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == future
 
 
 # ----------------------------------------------------------------------- random call sequences
 CONNECTORS = (1, 2)
 REASONS = ("Local", "Remote", "EVDisconnected")
+TARIFFS = (None, Tariff("EUR", Decimal("0.39"), Decimal("1.2"), Decimal("0.1")), Tariff("JPY", Decimal("31")))
+EXPORT_DELTAS = st.none() | st.integers(-20, 500)
 
 
 class JournalMachine(RuleBasedStateMachine):
-    """Random start/update/stop/state/reconcile/reopen calls, checked against a model after every step."""
+    """Random start/update/stop/state/meter-error/reconcile/reopen calls (import and export readings, with
+    and without a tariff), checked against a model after every step."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -568,20 +582,29 @@ class JournalMachine(RuleBasedStateMachine):
     def _pick(self, data: st.DataObject) -> str:
         return data.draw(st.sampled_from(self.started))
 
-    @rule(connector=st.sampled_from(CONNECTORS), meter=st.integers(0, 10_000), dt=st.integers(0, 400))
-    def start(self, connector: int, meter: int, dt: int) -> None:
+    @rule(
+        connector=st.sampled_from(CONNECTORS),
+        meter=st.integers(0, 10_000),
+        export=st.integers(0, 1000),
+        tariff=st.sampled_from(TARIFFS),
+        dt=st.integers(0, 400),
+    )
+    def start(self, connector: int, meter: int, export: int, tariff: Tariff | None, dt: int) -> None:
         self.clock.now += dt
         if connector in self.open:
             with pytest.raises(SessionConflict):
                 self.journal.start_session(connector, id_tag=None, meter_start_wh=meter)
             return
-        record = self.journal.start_session(connector, id_tag="t", meter_start_wh=meter)
+        record = self.journal.start_session(
+            connector, id_tag="t", meter_start_wh=meter, meter_start_export_wh=export, tariff=tariff
+        )
+        assert (record.export_start_wh, record.last_export_wh, record.tariff) == (export, export, tariff)
         self.started.append(record.session_id)
         self.open[connector] = record
 
     @precondition(lambda self: self.started)
-    @rule(data=st.data(), delta=st.integers(-20, 500), dt=st.integers(0, 400))
-    def update(self, data: st.DataObject, delta: int, dt: int) -> None:
+    @rule(data=st.data(), delta=st.integers(-20, 500), export_delta=EXPORT_DELTAS, dt=st.integers(0, 400))
+    def update(self, data: st.DataObject, delta: int, export_delta: int | None, dt: int) -> None:
         session_id = self._pick(data)
         self.clock.now += dt
         model = next((r for r in self.open.values() if r.session_id == session_id), None)
@@ -590,12 +613,31 @@ class JournalMachine(RuleBasedStateMachine):
                 self.journal.update_session(session_id, meter_wh=1e6)
             return
         meter = max(0.0, model.last_meter_wh + delta)
-        if meter < model.last_meter_wh:
+        export = None if export_delta is None else max(0.0, model.last_export_wh + export_delta)
+        if meter < model.last_meter_wh or (export is not None and export < model.last_export_wh):
             with pytest.raises(JournalError, match="never go down"):
-                self.journal.update_session(session_id, meter_wh=meter)
+                self.journal.update_session(session_id, meter_wh=meter, export_wh=export)
             return
-        self.journal.update_session(session_id, meter_wh=meter)
-        self.open[model.connector] = dataclasses.replace(model, last_meter_wh=meter, last_checkpoint_at=self.clock.now)
+        self.journal.update_session(session_id, meter_wh=meter, export_wh=export)
+        self.open[model.connector] = dataclasses.replace(
+            model,
+            last_meter_wh=meter,
+            last_export_wh=model.last_export_wh if export is None else export,
+            last_checkpoint_at=self.clock.now,
+        )
+
+    @precondition(lambda self: self.started)
+    @rule(data=st.data(), detail=st.sampled_from(["voltage out of range", "register went backwards"]))
+    def flag_meter_error(self, data: st.DataObject, detail: str) -> None:
+        session_id = self._pick(data)
+        model = next((r for r in self.open.values() if r.session_id == session_id), None)
+        if model is None:
+            with pytest.raises(SessionStopped):
+                self.journal.flag_meter_error(session_id, detail)
+            return
+        self.journal.flag_meter_error(session_id, detail)
+        if model.meter_error is None:  # the first one is kept
+            self.open[model.connector] = dataclasses.replace(model, meter_error=detail)
 
     @precondition(lambda self: self.started)
     @rule(data=st.data(), state=st.sampled_from(["B1", "B2", "C2", "D2"]))
@@ -610,8 +652,14 @@ class JournalMachine(RuleBasedStateMachine):
         self.open[model.connector] = dataclasses.replace(model, state=state)
 
     @precondition(lambda self: self.started)
-    @rule(data=st.data(), reason=st.sampled_from(REASONS), delta=st.integers(-20, 500), dt=st.integers(0, 400))
-    def stop(self, data: st.DataObject, reason: str, delta: int, dt: int) -> None:
+    @rule(
+        data=st.data(),
+        reason=st.sampled_from(REASONS),
+        delta=st.integers(-20, 500),
+        export_delta=EXPORT_DELTAS,
+        dt=st.integers(0, 400),
+    )
+    def stop(self, data: st.DataObject, reason: str, delta: int, export_delta: int | None, dt: int) -> None:
         session_id = self._pick(data)
         self.clock.now += dt
         if session_id in self.stopped:
@@ -619,12 +667,16 @@ class JournalMachine(RuleBasedStateMachine):
             return
         model = next(r for r in self.open.values() if r.session_id == session_id)
         meter = max(0.0, model.last_meter_wh + delta)
-        if meter < model.last_meter_wh:
+        export = None if export_delta is None else max(0.0, model.last_export_wh + export_delta)
+        if meter < model.last_meter_wh or (export is not None and export < model.last_export_wh):
             with pytest.raises(JournalError, match="never go down"):
-                self.journal.stop_session(session_id, reason=reason, meter_stop_wh=meter)
+                self.journal.stop_session(session_id, reason=reason, meter_stop_wh=meter, meter_stop_export_wh=export)
             return
-        record = self.journal.stop_session(session_id, reason=reason, meter_stop_wh=meter)
-        assert record == dataclasses.replace(model, stopped_at=self.clock.now, meter_stop_wh=meter, stop_reason=reason)
+        record = self.journal.stop_session(session_id, reason=reason, meter_stop_wh=meter, meter_stop_export_wh=export)
+        stop_export = model.last_export_wh if export is None else export
+        assert record == _stopped(
+            model, stopped_at=self.clock.now, meter_stop_wh=meter, stop_reason=reason, export_stop_wh=stop_export
+        )
         del self.open[model.connector]
         self.stopped[session_id] = record
 
@@ -652,7 +704,7 @@ class JournalMachine(RuleBasedStateMachine):
         expected_meter = model.last_meter_wh if hw_meter is None else max(model.last_meter_wh, hw_meter)
         expected_reason = REASON_EV_DISCONNECTED if ev_state == "A" else REASON_POWER_LOSS
         assert result.action == "closed" and result.contactor_mismatch is (contactor is True)
-        assert result.session == dataclasses.replace(
+        assert result.session == _stopped(
             model, stopped_at=model.last_checkpoint_at, meter_stop_wh=expected_meter, stop_reason=expected_reason
         )
         del self.open[connector]
@@ -677,7 +729,10 @@ class JournalMachine(RuleBasedStateMachine):
             if not record.is_open:
                 assert record == self.stopped[record.session_id]  # stopped sessions never change
                 assert record.meter_stop_wh is not None and record.meter_stop_wh >= record.meter_start_wh
-            assert record.last_meter_wh >= record.meter_start_wh
+                assert record.billing is not None and record.billing == billing_record(record)
+            else:
+                assert record.billing is None and record.export_stop_wh is None
+            assert record.last_meter_wh >= record.meter_start_wh and record.last_export_wh >= record.export_start_wh
 
 
 TestJournalSequences = JournalMachine.TestCase

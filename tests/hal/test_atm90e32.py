@@ -21,7 +21,7 @@ from hal.drivers.atm90e32 import (
     max_read_interval_s,
     wh_per_count,
 )
-from hal.errors import DeviceNotFound, ProtocolError
+from hal.errors import DeviceNotFound, ImplausibleReading, ProtocolError
 from hal.interfaces import Meter
 from hal.sim.atm90e32 import Atm90e32Fault, Atm90e32Sim
 from hal.sim.plant import Plant
@@ -329,7 +329,7 @@ def test_overflowing_energy_register_is_an_error_not_a_silent_loss() -> None:
     init(rig)
     asyncio.run(rig.meter.read())
     asyncio.run(rig.clock.advance(150.0))
-    with pytest.raises(ProtocolError, match=r"APenergyA \(0x81\).*overflows.*every 100 s"):
+    with pytest.raises(ImplausibleReading, match=r"APenergyA \(0x81\).*overflows.*every 100 s"):
         asyncio.run(rig.meter.read())
     assert rig.meter.import_wh > 0  # what the register still held was kept
 
@@ -407,7 +407,7 @@ def test_corrupted_energy_word_is_dropped_and_reported() -> None:
     asyncio.run(rig.clock.advance(30.0))
     # 1-phase read: MeterEn, Urms, Irms, Pmean, PmeanLSB, Freq, each + LastSPIData = 12 words; then APenergyA.
     rig.sim.corrupt_reads(1, after=12)
-    with pytest.raises(ProtocolError, match=r"APenergyA \(0x81\).*LastSPIData"):
+    with pytest.raises(ImplausibleReading, match=r"APenergyA \(0x81\).*LastSPIData"):
         asyncio.run(rig.meter.read())
     assert rig.meter.import_wh == 0.0
 

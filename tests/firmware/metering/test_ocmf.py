@@ -3,7 +3,9 @@ path, by the OpenSSL command line tool; tampering, malformed records and the key
 
 from __future__ import annotations
 
+import base64
 import json
+import math
 import shutil
 import stat
 import subprocess
@@ -170,6 +172,22 @@ def test_evse_ocmf_verify_on_the_command_line(tmp_path: Path) -> None:
     assert bad.returncode == 1 and bad.stdout.startswith("INVALID")
 
 
+def test_evse_ocmf_verify_takes_what_a_csms_received(tmp_path: Path) -> None:
+    """An OCPP 1.6 SignedData value (JSON with the base64 record) or a 2.0.1 signedMeterData (base64),
+    with the 2.0.1 publicKey (base64 DER): pasted as the CSMS logged them."""
+    key_path = tmp_path / "ocmf.key"
+    record = _record(key_path)
+    der = bytes.fromhex(public_key_hex(load_or_create_key(key_path)))
+    b64_record = base64.b64encode(record.encode()).decode()
+    value_16 = json.dumps({"signedMeterValue": b64_record, "encodingMethod": "OCMF", "publicKey": ""})
+    cli = [sys.executable, "-m", "firmware.cli", "ocmf", "verify", "--public-key", base64.b64encode(der).decode()]
+    for given_record in (value_16, b64_record):
+        run = subprocess.run([*cli, given_record], capture_output=True, text=True, timeout=60, check=False)
+        assert run.returncode == 0 and run.stdout.startswith("VALID: meter EVSE-0001, T1"), run.stdout + run.stderr
+    garbage = subprocess.run([*cli, "bm90IGEgcmVjb3Jk"], capture_output=True, text=True, timeout=60, check=False)
+    assert garbage.returncode == 1 and "does not hold an OCMF record" in garbage.stdout
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     start=st.floats(min_value=0, max_value=999_999, allow_nan=False),
@@ -182,5 +200,6 @@ def test_any_session_round_trips_through_sign_and_verify(tmp_path_factory: pytes
     readings = [Reading(ocmf_time(T0), start, "B"), Reading(ocmf_time(T0 + timedelta(minutes=90)), start + added, "E")]
     record = sign(payload(METER, "T7", Identity(tag, "ISO14443"), readings), key)
     parsed = verify(record, key.public_key())
-    assert [r["RV"] for r in parsed.payload["RD"]] == [round(start, 2), round(start + added, 2)]
+    cut = [math.floor(v * 100 + 1e-6) / 100 for v in (start, start + added)]  # completed units, as a register
+    assert [r["RV"] for r in parsed.payload["RD"]] == cut
     assert json.loads(parsed.payload_text)["ID"] == tag

@@ -17,6 +17,7 @@ from typing import Any
 import ocpp.messages
 
 from firmware.connector import Connector, ConnectorSettings
+from firmware.metering.billing import Tariff
 from firmware.ocpp.link import Link, MemoryLink, memory_link_pair
 from firmware.ocpp.station import OcppStation, StationSettings
 from firmware.ocpp.transport import TransportError
@@ -101,6 +102,7 @@ async def station_rig(
     free_charging: bool = False,
     before_start: Callable[[StationRig], None] | None = None,
     ev_at_boot: str | None = None,
+    tariff: Tariff | None = None,
 ) -> AsyncIterator[StationRig]:
     """``ev_at_boot`` ("B", "C"): an EV is already plugged in when the charger boots (a restart)."""
 
@@ -113,7 +115,7 @@ async def station_rig(
     sim = SimulatedCharger(
         "sim-ac",
         journal_path=tmp_path / "journal.db",
-        settings=ConnectorSettings(free_charging=free_charging),
+        settings=ConnectorSettings(free_charging=free_charging, tariff=tariff),
         before_start=plug_at_boot,
     )
     await sim.start()
