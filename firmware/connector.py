@@ -150,6 +150,8 @@ class Connector:
         if hal.meter is not None:
             self.meter = MeterGuard(hal.meter, _plausibility_limits(hal), clock=clock, name="meter")
         self._meter_plausible_since: float | None = None
+        self._meter_task: asyncio.Task[None] | None = None
+        self._meter_failing = False
         self._outputs: Outputs | None = None
         self._invalid_since: float | None = None
         self._diode_bad_count = 0
@@ -301,12 +303,13 @@ class Connector:
         """Stop the loops and leave the hardware safe: contactor open, then pilot F. A running session
         stays open in the journal (checkpointed), so that a restart can resume or close it."""
         self._running = False
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._meter_task] if self._meter_task is not None else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._tasks = []
+        self._tasks, self._meter_task = [], None
         with contextlib.suppress(HalError):
             await self.hal.contactor.open()
         with contextlib.suppress(HalError):
@@ -453,7 +456,12 @@ class Connector:
             if now >= self._next_meter - 1e-6:
                 # A fixed grid, not "now + period": the 100 ms ticks would stretch it to 1.1 s.
                 self._next_meter = max(self._next_meter + METER_PERIOD, now)
-                await self._check_meter(now)
+                if self._meter_task is None or self._meter_task.done():
+                    # In a task of its own: a silent Modbus meter takes its whole timeout to fail, and
+                    # the 100 ms supervision (RCD, mirror contact, co-processor) must not wait for it.
+                    # A read still in flight at the next tick means that tick's reading is skipped,
+                    # never queued behind it.
+                    self._meter_task = asyncio.create_task(self._meter_tick(now), name="meter-read")
             self._checkpoint()
             await self._evaluate()
             if changes is not None and not polled:
@@ -704,6 +712,12 @@ class Connector:
             return
         self._set_condition(FaultCode.CONVERTER_COMM_LOST, not self.hal.converter.online, now, "keep-alive lost")
 
+    async def _meter_tick(self, now: float) -> None:
+        """One reading off the supervision loop, acted on at once (a STOP in the reading's step)."""
+        await self._check_meter(now)
+        if self._running:
+            await self._evaluate()
+
     async def _check_meter(self, now: float) -> None:
         if self.meter is None:
             return
@@ -719,13 +733,19 @@ class Connector:
             self._flag_meter_error(exc.message)
             return
         except HalError as exc:
-            log.warning("meter read failed: %s", exc)
+            # Once per outage at warning level: a dead meter must not write a line every second.
+            failing = self._meter_failing
+            self._meter_failing = True
+            (log.debug if failing else log.warning)("meter read failed: %s", exc)
             if self._meter_ok_at is None:
                 self._meter_ok_at = now
             lost = now - self._meter_ok_at >= METER_COMM_TIMEOUT
             self._set_condition(FaultCode.METER_COMM_LOST, lost, now, str(exc))
             return
         self._meter_ok_at = now
+        if self._meter_failing:
+            log.info("meter answers again")
+            self._meter_failing = False
         self._set_condition(FaultCode.METER_COMM_LOST, False, now)
         if FaultCode.METER_IMPLAUSIBLE in self.supervisor.active:
             if self._meter_plausible_since is None:

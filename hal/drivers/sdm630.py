@@ -60,6 +60,9 @@ from hal.errors import DeviceNotFound, ProtocolError
 from hal.types import MeterReading
 
 log = logging.getLogger(__name__)
+# pymodbus logs an error with a frame dump for every failed request; this driver turns each failure
+# into a HalError naming the register and the bytes, which the firmware logs once per outage.
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 # ------------------------------------------------------------------------------------ serial line
 #: Eastron SDM630 defaults: 9600 Bd, no parity, one stop bit, unit (slave) address 1 (SDM630MCT-ML

@@ -19,6 +19,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -720,5 +721,37 @@ def test_an_implausible_reading_marks_the_session_and_its_bill(tmp_path: Path) -
             assert session.billing is not None and session.billing.meter_error == session.meter_error
             # Counted energy stays what the plant delivered in the accepted intervals (never 204 Wh per s).
             assert session.import_wh < 16.0 * 3 * 230.0 * rig.now / 3600.0
+
+    asyncio.run(scenario())
+
+
+def test_a_meter_that_hangs_does_not_hold_up_supervision(tmp_path: Path) -> None:
+    """A Modbus meter takes its whole timeout to fail; meanwhile the 100 ms supervision still runs: an
+    over-temperature during a 3 s hanging read stops the offer within one supervision period."""
+
+    async def scenario() -> None:
+        async with charger(tmp_path) as rig:
+            await charge(rig, amps=16.0)
+            meter = rig.connector.meter
+            assert meter is not None
+            inner = meter.inner
+            original = inner.read
+            hanging = 0
+
+            async def hang() -> Any:
+                nonlocal hanging
+                hanging += 1
+                await rig.sim.clock.sleep(3.0)
+                return await original()
+
+            inner.read = hang  # type: ignore[method-assign]
+            await rig.advance(NEXT_METER_READING)
+            assert hanging == 1, "a reading is in flight"
+            t_hot = rig.now
+            temperature(72.0)(rig)
+            await wait_until(rig, lambda: rig.raised_at("overtemperature_stop") is not None, NEXT_SUPERVISION, "trip")
+            assert rig.now - t_hot <= NEXT_SUPERVISION
+            await rig.advance(3.0)
+            assert hanging <= 2, "one read at a time: ticks during a hanging read are skipped, not queued"
 
     asyncio.run(scenario())
