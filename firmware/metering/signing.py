@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -139,16 +139,12 @@ class OcmfSigner:
                 flags = "E" if meter_error else ""
                 rd.append(ocmf.Reading(when, wh / 1000.0, kind, status, obis, flags, meter.current_type))
         gateway_id, gateway_serial, gateway_version = self._gateway
-        info = ocmf.MeterInfo(
-            serial=meter.serial,
-            vendor=meter.vendor,
-            model=meter.model,
-            firmware=meter.firmware,
+        info = replace(
+            meter,
             gateway_id=gateway_id,
             gateway_serial=gateway_serial,
             gateway_version=gateway_version,
             charge_controller_fw=gateway_version,
-            current_type=meter.current_type,
             extra={"TT": tariff_text} if tariff_text else {},
         )
         number = self._take(context)

@@ -9,7 +9,9 @@ Where the records go
   known, as the be.ENERGISED Eichrecht note recommends: everything the transparency software needs in
   one message); 2.0.1/2.1 in the ``Ended`` TransactionEvent.
 * Periodic values during a transaction: only where configured (1.6 ``SampledDataSignReadings``,
-  2.0.1 ``SampledDataCtrlr.SignReadings``), a record with the begin reading and the current one (C).
+  2.0.1 ``SampledDataCtrlr.SignReadings`` / ``AlignedDataCtrlr.SignReadings``), a record with the
+  begin reading and the current one (C). Clock-aligned values outside a transaction get a fiscal
+  record (``F<n>``, no reading type) under the same settings.
 
 Encoding: 2.0.1 ``SignedMeterValueType`` (signedMeterData = base64 of the OCMF text, encodingMethod
 "OCMF", signingMethod, publicKey = base64 of the DER public key, sent as ``PublicKeyWithSignedMeterValue``
@@ -85,6 +87,21 @@ class SignedMeter:
             return None
         current = SignedReading(now, reading.import_wh, reading.export_wh)
         return self._sign(n, connector, session, [(_begin_reading(session), "B"), (current, "C")])
+
+    def fiscal(self, n: int, connector: Connector, now: datetime) -> str | None:
+        """A fiscal record (``F<n>``) of the current reading outside any transaction (clock-aligned)."""
+        reading = connector.last_meter
+        if reading is None:
+            return None
+        try:
+            return self.signer.fiscal_record(
+                meter_info(n, connector, self._station_id),
+                SignedReading(now, reading.import_wh, reading.export_wh),
+                bidirectional=connector.hal.converter is not None,
+            )
+        except (SignerError, ocmf.OcmfError) as exc:
+            log.error("connector %d: cannot sign the meter reading: %s", n, exc)
+            return None
 
     def _sign(
         self, n: int, connector: Connector, session: SessionRecord, readings: list[tuple[SignedReading, str]]

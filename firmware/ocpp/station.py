@@ -79,6 +79,10 @@ class StationSettings:
     backoff: Backoff = field(default_factory=Backoff)
 
 
+#: The sampling loops look at their interval setting at least this often, so that a CSMS lowering
+#: MeterValueSampleInterval / ClockAlignedDataInterval (or the 2.0.1 variables) from 900 s sees the new
+#: value within seconds rather than after the old period.
+INTERVAL_RECHECK_S = 10.0
 #: How many of a connector's latest sessions are checked at boot for a stop the CSMS never got.
 CLOSED_AT_BOOT_LOOKBACK = 5
 
@@ -560,12 +564,20 @@ class OcppStation:
     # ================================================================== meter values
     async def _sampling_loop(self) -> None:
         """Transaction meter values every MeterValueSampleInterval (1.6) / TxUpdatedInterval (2.0.1)."""
+        last = self.clock.monotonic()
         while True:
             interval = self.adapter.sample_interval_s()
+            now = self.clock.monotonic()
             if interval <= 0:
+                last = now
                 await self.clock.sleep(PROFILE_RECHECK_MAX_S)  # sampling off: look at the setting again later
                 continue
-            await self.clock.sleep(interval)
+            remaining = last + interval - now
+            if remaining > INTERVAL_RECHECK_S:
+                await self.clock.sleep(INTERVAL_RECHECK_S)  # a shorter interval set meanwhile applies soon
+                continue
+            await self.clock.sleep(max(remaining, 0.0))
+            last = self.clock.monotonic()
             self.send_meter_values("Sample.Periodic", transactions_only=True)
 
     async def _aligned_loop(self) -> None:
@@ -580,6 +592,9 @@ class OcppStation:
             midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
             elapsed = (now - midnight).total_seconds()
             wait = interval - (elapsed % interval)
+            if wait > INTERVAL_RECHECK_S:
+                await self.clock.sleep(INTERVAL_RECHECK_S)  # a changed interval applies within this
+                continue
             await self.clock.sleep(max(wait, 0.001))
             self.send_meter_values("Sample.Clock", transactions_only=False)
 

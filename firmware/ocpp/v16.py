@@ -548,11 +548,14 @@ class V16Adapter:
         signed = self.station.signed
         if (
             signed is not None
-            and tx is not None
             and context in ("Sample.Periodic", "Sample.Clock")
             and self.config.get_bool("SampledDataSignReadings")
         ):
-            record = signed.sample(connector_id, self.station.connectors[connector_id], tx.ref, now)
+            connector = self.station.connectors[connector_id]
+            if tx is not None:
+                record = signed.sample(connector_id, connector, tx.ref, now)
+            else:
+                record = signed.fiscal(connector_id, connector, now)
             if record is not None:
                 sampled.append(signed.sampled_value_16(record, context, reading.import_wh))
         payload: dict[str, Any] = {

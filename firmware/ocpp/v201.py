@@ -449,9 +449,13 @@ class V201Adapter:
         meter = self._meter_value(reading, measurands, context, now)  # type: ignore[arg-type]
         sign_in = "AlignedDataCtrlr" if context == "Sample.Clock" else "SampledDataCtrlr"
         signed = self.station.signed
-        if tx is not None and signed is not None and self.bool_setting(sign_in, "SignReadings", False):
-            record = signed.sample(connector_id, self.station.connectors[connector_id], tx.ref, now)
-            meter = self._with_signed(meter, record, context, reading.import_wh, now, first=False)
+        if signed is not None and meter is not None and self.bool_setting(sign_in, "SignReadings", False):
+            connector = self.station.connectors[connector_id]
+            if tx is not None:
+                record = signed.sample(connector_id, connector, tx.ref, now)
+            else:
+                record = signed.fiscal(connector_id, connector, now)
+            meter = self._with_signed(meter, record, context, reading.import_wh, now, first=tx is None)
         if tx is None:
             return None if meter is None else ("MeterValues", {"evseId": connector_id, "meterValue": meter})
         if meter is None and trigger != "Trigger":

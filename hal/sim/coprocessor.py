@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import select
 import threading
 import time
 from typing import Protocol
@@ -537,18 +536,9 @@ class CoprocessorSim(PtyPeer):
         with self._lock:
             self._send_event(MsgType.EVENT_BOOT, self.hello_info().encode())
         while not self._stop.is_set():
-            try:
-                readable, _, _ = select.select([self._fd], [], [], _POLL_S)
-            except (OSError, ValueError):
+            data = self._receive(_POLL_S)
+            if data is None:
                 return
-            data = b""
-            if readable:
-                try:
-                    data = os.read(self._fd, 4096)
-                except BlockingIOError:
-                    pass
-                except OSError:  # EIO while no slave is open
-                    time.sleep(_POLL_S)
             with self._lock:
                 if data:
                     self._last_rx_real = time.monotonic()

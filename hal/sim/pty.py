@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import abc
 import os
+import select
 import threading
+import time
 import tty
 from typing import Self
 
@@ -40,6 +42,23 @@ class PtyPeer(abc.ABC):
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
             self._thread.start()
+
+    def _receive(self, poll_s: float) -> bytes | None:
+        """What arrived on the master side within ``poll_s`` (``b""``: nothing); None once the pty is
+        gone (the loop should return). While no slave side is open the read fails with EIO: wait."""
+        try:
+            readable, _, _ = select.select([self._fd], [], [], poll_s)
+        except (OSError, ValueError):
+            return None
+        if not readable:
+            return b""
+        try:
+            return os.read(self._fd, 4096)
+        except BlockingIOError:
+            return b""
+        except OSError:  # EIO while no slave side is open
+            time.sleep(poll_s)
+            return b""
 
     def close(self) -> None:
         self._stop.set()

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import math
 import os
-import select
 import struct
 import threading
 import time
@@ -351,18 +350,9 @@ class Sdm630Sim(PtyPeer):
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                readable, _, _ = select.select([self._fd], [], [], _POLL_S)
-            except (OSError, ValueError):
+            data = self._receive(_POLL_S)
+            if data is None:
                 return
-            data = b""
-            if readable:
-                try:
-                    data = os.read(self._fd, 4096)
-                except BlockingIOError:
-                    pass
-                except OSError:  # EIO while no slave side is open
-                    time.sleep(_POLL_S)
             now = time.monotonic()
             if data:
                 self._rx += data

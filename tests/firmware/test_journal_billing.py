@@ -26,17 +26,9 @@ from firmware.journal import (
     UnknownSession,
 )
 from firmware.metering.billing import BillingError, Tariff, billing_record
+from tests.firmware.test_journal import T0, FakeWallClock
 
-T0 = 1_750_000_000.0  # 2025-06-15T15:06:40Z
 TARIFF = Tariff("EUR", Decimal("0.39"), Decimal("1.20"), Decimal("0.10"), "0.39 EUR/kWh, 1.20 EUR/h")
-
-
-class FakeWallClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

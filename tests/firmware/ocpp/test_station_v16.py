@@ -537,3 +537,26 @@ def test_reserve_now_on_an_occupied_or_faulted_connector_is_refused_with_the_rea
             assert (await rig.call("CancelReservation", {"reservationId": 2}))["status"] == "Rejected"
 
     asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_a_lowered_clock_aligned_interval_applies_within_seconds(tmp_path: Path) -> None:
+    """ClockAlignedDataInterval 900 -> 60 s by ChangeConfiguration: the next aligned value comes at the
+    next minute boundary (within INTERVAL_RECHECK_S of it), not after the old 15 minutes."""
+
+    async def scenario() -> None:
+        async with station_rig(tmp_path, config={"ClockAlignedDataInterval": "900"}) as rig:
+            answer = await rig.call("ChangeConfiguration", {"key": "ClockAlignedDataInterval", "value": "60"})
+            assert answer["status"] == "Accepted"
+            t_change = rig.now
+            await rig.advance(75.0)
+            aligned = [
+                c
+                for c in rig.calls("MeterValues", since=t_change)
+                if c.payload["meterValue"][0]["sampledValue"][0]["context"] == "Sample.Clock"
+            ]
+            assert aligned, "an aligned value within 75 s of lowering the interval to 60 s"
+            stamp = aligned[0].payload["meterValue"][0]["timestamp"]
+            assert stamp.endswith(":00Z") or stamp.endswith(":00.000Z"), stamp  # on a minute boundary
+
+    asyncio.run(scenario())
