@@ -111,3 +111,56 @@ def test_a_power_loss_between_two_readings_bills_only_known_energy_and_tells_the
             assert rig.calls("StopTransaction") == [] and rig.calls("DataTransfer") == []
 
     asyncio.run(boot_again())
+
+
+@pytest.mark.timeout(60)
+def test_ocpp201_a_session_closed_at_boot_ends_its_transaction_once(tmp_path: Path) -> None:
+    """The same power loss with OCPP 2.0.1: the Ended event continues the transaction's seqNo, carries
+    the signed end record, and comes once."""
+    before, after = tmp_path / "before", tmp_path / "after"
+    before.mkdir()
+
+    async def charge_then_lose_power() -> tuple[str, list[int]]:
+        async with station_rig(before, protocol="ocpp2.0.1", tariff=TARIFF) as rig:
+            await rig.plug("B")
+            await rig.advance(1.0)
+            assert await rig.run(rig.station.present_id(1, "TAG-PL2")) == "Accepted"
+            await rig.advance(1.0)
+            rig.sim.plant.ev_state = "C"
+            await rig.advance(2.0)
+            await rig.draw(AMPS)
+            await rig.advance(95.5)
+            seq = [e.payload["seqNo"] for e in rig.calls("TransactionEvent")]
+            _freeze_disk(before, after)
+            assert rig.connector.session_id is not None
+            return rig.connector.session_id, seq
+
+    session_id, seq_before = asyncio.run(charge_then_lose_power())
+
+    async def boot_on_the_frozen_disk() -> None:
+        async with station_rig(after, protocol="ocpp2.0.1", tariff=TARIFF) as rig:
+            await rig.advance(5.0)
+            [ended] = [e for e in rig.calls("TransactionEvent") if e.payload["eventType"] == "Ended"]
+            assert ended.payload["transactionInfo"]["transactionId"] == session_id
+            assert ended.payload["seqNo"] == max(seq_before) + 1, "the seqNo continues, never repeats"
+            assert ended.payload["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+            signed = [
+                sv["signedMeterValue"]
+                for mv in ended.payload.get("meterValue", [])
+                for sv in mv["sampledValue"]
+                if "signedMeterValue" in sv
+            ]
+            assert len(signed) == 1
+            record = ocmf.parse(decode_signed_value(signed[0]["signedMeterData"])).payload
+            assert [r["TX"] for r in record["RD"]] == ["B", "E"]
+            [transfer] = rig.calls("DataTransfer")
+            assert json.loads(transfer.payload["data"])["session_id"] == session_id
+
+    asyncio.run(boot_on_the_frozen_disk())
+
+    async def boot_again() -> None:
+        async with station_rig(after, protocol="ocpp2.0.1", tariff=TARIFF) as rig:
+            await rig.advance(5.0)
+            assert [e for e in rig.calls("TransactionEvent") if e.payload["eventType"] == "Ended"] == []
+
+    asyncio.run(boot_again())
