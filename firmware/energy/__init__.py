@@ -1,0 +1,1 @@
+"""The energy manager: arbitration, site load balancing, EMS interfaces, DER functions."""
