@@ -25,6 +25,7 @@ FAULT = "fault"
 EMS = "ems"
 OCPP = "ocpp"
 USER = "user"
+SITE = "site"  # the site energy manager's share (firmware.energy)
 
 
 @dataclass(frozen=True)

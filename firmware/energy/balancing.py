@@ -88,7 +88,7 @@ def ess_support_w(
 
 
 # ------------------------------------------------------------------------------------------ splitting
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Demand:
     """One connector's part in a split. ``min_w``/``max_w``: its own window (after its bounds and what
     the EV wants); ``min_active_w``: the least power it can run at (6 A on its phases); ``needed_w``:
@@ -157,7 +157,10 @@ def _split_up(left_w: float, chargers: list[Demand], base: dict[int, float], str
                 return None
         return extra
 
-    low, high = 0, len(ranked)
+    everyone = attempt(len(ranked))
+    if everyone is not None:  # the usual case: the budget runs every connector
+        return everyone
+    low, high = 0, len(ranked) - 1
     while low < high:
         middle = (low + high + 1) // 2
         if attempt(middle) is None:

@@ -127,12 +127,17 @@ class BoundSet:
 
     fallbacks: dict[str, Bound] = field(default_factory=dict)
     _bounds: dict[str, Bound] = field(default_factory=dict)
+    #: The last window and until when it holds (the next expiry): a site manager resolves every
+    #: connector every cycle, and most of them did not change.
+    _cache: tuple[Window, float, float] | None = field(default=None, repr=False)
 
     def set(self, bound: Bound) -> None:
         self._bounds[bound.source] = bound
+        self._cache = None
 
     def clear(self, source: str) -> None:
-        self._bounds.pop(source, None)
+        if self._bounds.pop(source, None) is not None:
+            self._cache = None
 
     def get(self, source: str) -> Bound | None:
         return self._bounds.get(source)
@@ -145,6 +150,15 @@ class BoundSet:
         return min(pending) if pending else None
 
     def resolve(self, now: float) -> Window:
+        cache = self._cache
+        if cache is not None and cache[1] <= now < cache[2]:
+            return cache[0]
+        window = self._resolve_now(now)
+        upcoming = self.next_expiry(now)
+        self._cache = (window, now, math.inf if upcoming is None else upcoming)
+        return window
+
+    def _resolve_now(self, now: float) -> Window:
         links: list[Link] = []
         for bound in self._bounds.values():
             if bound.expires_at is not None and now >= bound.expires_at:
@@ -159,6 +173,10 @@ class BoundSet:
 
 def _resolve(links: list[Link]) -> Window:
     """Intersect the inputs; drop the lowest priorities until the window is not empty."""
+    lo = max((link.bound.min_w for link in links), default=-math.inf)
+    hi = min((link.bound.max_w for link in links), default=math.inf)
+    if lo <= hi:  # the usual case, no conflict: one pass (the manager resolves every connector each cycle)
+        return Window(lo, hi, _argmin(links, "max_w"), _argmax(links, "min_w"), tuple(links))
     active = list(links)
     # Lowest priority first; among equals the later-set input goes first (the older agreement stands).
     order = sorted(range(len(active)), key=lambda i: (active[i].bound.priority, -i))

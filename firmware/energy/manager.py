@@ -128,7 +128,10 @@ class ConnectorInput:
     deadline: float | None = None
 
 
-@dataclass(frozen=True)
+_IDLE = ConnectorInput()
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectorResult:
     key: int
     power_w: float  # signed setpoint: the connector's share
@@ -295,19 +298,14 @@ class EnergyManager:
         windows: dict[int, Window] = {}
         demands: list[Demand] = []
         for key, spec in self.connectors.items():
-            ci = inputs.get(key, ConnectorInput())
+            ci = inputs.get(key, _IDLE)
             own = self.connector_inputs[key]
-            hw_max = ci.hardware_max_w if ci.wants_power else 0.0
-            own.set(
-                Bound(
-                    HARDWARE,
-                    max_w=max(0.0, hw_max),
-                    min_w=-max(0.0, hw_max),
-                    priority=prio.SAFETY,
-                    detail="the connector's own limit chain" if ci.wants_power else "no EV drawing",
-                )
-            )
-            if not spec.bidirectional or own.get(DISCHARGE) is None:
+            hw_max = max(0.0, ci.hardware_max_w if ci.wants_power else 0.0)
+            present = own.get(HARDWARE)
+            if present is None or present.max_w != hw_max:  # most cycles nothing changed: no new object
+                detail = "the connector's own limit chain" if ci.wants_power else "no EV drawing"
+                own.set(Bound(HARDWARE, max_w=hw_max, min_w=-hw_max, priority=prio.SAFETY, detail=detail))
+            if own.get(DISCHARGE) is None:  # authorise_discharge() replaces it (bidirectional connectors only)
                 own.set(Bound(DISCHARGE, min_w=0.0, priority=prio.SAFETY, detail="discharge not authorised"))
             if ci.ev_max_w is not None:
                 own.set(Bound(EV, max_w=max(0.0, ci.ev_max_w), priority=prio.USER, detail="what the EV takes"))
@@ -356,18 +354,17 @@ class EnergyManager:
         left = budget
         for _ in range(len(self.board_limits) + 1):
             shares = split(left, free, strategy)
-            over = None
-            for board, limit in self.board_limits.items():
-                members = [d for d in free if self.connectors[d.key].board == board]
-                if members and sum(shares[d.key] for d in members) > limit + 1e-6:
-                    over = (board, limit, members)
-                    break
+            totals: dict[str, float] = {}
+            for dem in free:
+                board = self.connectors[dem.key].board
+                totals[board] = totals.get(board, 0.0) + shares[dem.key]
+            over = next((b for b, limit in self.board_limits.items() if totals.get(b, 0.0) > limit + 1e-6), None)
             if over is None:
                 return {**fixed, **shares}
-            board, limit, members = over
-            fixed.update(split(min(limit, left), members, strategy))
-            left -= sum(fixed[d.key] for d in members)
-            free = [d for d in free if d not in members]
+            members = [dem for dem in free if self.connectors[dem.key].board == over]
+            fixed.update(split(min(self.board_limits[over], left), members, strategy))
+            left -= sum(fixed[dem.key] for dem in members)
+            free = [dem for dem in free if self.connectors[dem.key].board != over]
         return {**fixed, **split(left, free, strategy)}
 
     def _smooth(self, demand: Demand, target: float, now: float) -> tuple[float, tuple[str, ...]]:

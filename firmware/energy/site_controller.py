@@ -1,0 +1,141 @@
+"""Runs the energy manager against the firmware's connectors: reads them, cycles, applies the shares.
+
+Each cycle (``manager.site.period_s``):
+
+* the site meter reading (a callable: the board's grid meter, an EMS measurement, or the HIL site
+  model) goes to the manager; ``None`` means no fresh reading (the manager's fallback timer runs);
+* each connector reports what it draws, whether an EV there may draw (connected, authorised, no fault
+  stopping power), and what its own limit chain allows without the manager's share (rating, cable,
+  thermal, OCPP schedule, ...);
+* an EV that takes much less than it is offered for a while (full, tapering, on a small onboard
+  charger) is capped near what it takes, so the rest goes to the others; the cap is lifted every
+  ``PROBE_S`` to see whether it wants more again (the AC pilot cannot ask the EV; ISO 15118 can, later);
+* each connector's share becomes its ``site`` limit in amps (an AC PWM offer cannot go negative:
+  discharge setpoints go to ISO 15118 / the DC converter, later issues), with an expiry, so that a
+  stalled manager ends in the connector's static fallback, never in a stale share.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from firmware import limits as sources
+from firmware.connector import Connector
+from firmware.energy.manager import ConnectorInput, CycleResult, EnergyManager
+from firmware.iec61851.pilot import CpState
+from firmware.limits import Limit
+from firmware.safety import faults
+from hal.clock import Clock
+
+log = logging.getLogger(__name__)
+
+#: An EV drawing less than this share of its offer for UNUSED_S is capped at what it draws + 1 A.
+UNUSED_SHARE = 0.6
+UNUSED_S = 60.0
+#: The cap is lifted this often, to find out whether the EV wants more again.
+PROBE_S = 300.0
+#: A share lives this many cycles: a manager that stops refreshing it leaves the connector's fallback.
+SHARE_LIFETIME_CYCLES = 30
+
+
+_STOPPING = (faults.Reaction.EMERGENCY, faults.Reaction.STOP)
+
+
+@dataclass
+class _Usage:
+    low_since: float | None = None
+    cap_w: float | None = None
+    capped_at: float = -math.inf
+
+
+class SiteController:
+    def __init__(
+        self,
+        manager: EnergyManager,
+        connectors: dict[int, Connector],
+        *,
+        clock: Clock,
+        site_meter: Callable[[], float | None] | None = None,
+        on_cycle: Callable[[CycleResult], None] | None = None,
+    ) -> None:
+        missing = set(connectors) - set(manager.connectors)
+        if missing:
+            raise ValueError(f"connectors {sorted(missing)} are not in the energy manager's site")
+        self.manager = manager
+        self.connectors = connectors
+        self.clock = clock
+        self.site_meter = site_meter
+        self.on_cycle = on_cycle
+        self._usage = {k: _Usage() for k in connectors}
+        self._applied: dict[int, tuple[float, float]] = {}  # amps, expiry
+
+    async def run(self) -> None:
+        period = self.manager.site.period_s
+        while True:
+            try:
+                self.step()
+            except Exception:  # the manager must never take the connectors down; they keep their fallback
+                log.exception("energy manager cycle failed")
+            await self.clock.sleep(period)
+
+    def step(self) -> CycleResult:
+        now = self.clock.monotonic()
+        if self.site_meter is not None:
+            reading = self.site_meter()
+            if reading is not None:
+                self.manager.site_meter(reading, now)
+        inputs = {k: self._input(k, c, now) for k, c in self.connectors.items()}
+        result = self.manager.cycle(now, inputs)
+        for k, c in self.connectors.items():
+            self._apply(k, c, result, now)
+        if self.on_cycle is not None:
+            self.on_cycle(result)
+        return result
+
+    # ------------------------------------------------------------------------------ reading
+    def _input(self, key: int, connector: Connector, now: float) -> ConnectorInput:
+        spec = self.manager.connectors[key]
+        reading = connector.last_meter
+        measured = reading.total_power_w if reading is not None else 0.0
+        plugged = connector.debouncer.state in (CpState.B, CpState.C, CpState.D)
+        stopped = any(faults.spec(code).reaction in _STOPPING for code in connector.supervisor.active)
+        wants = plugged and connector.machine.inputs.authorized and not stopped
+        chain = connector.limits.effective(now).chain
+        own_a = min((link.current_a for link in chain if link.limit.source != sources.SITE), default=0.0)
+        usage = self._usage[key]
+        offered = self._applied.get(key, (0.0, 0.0))[0] * spec.watts_per_amp
+        if wants and offered > 0 and measured < UNUSED_SHARE * offered:
+            usage.low_since = now if usage.low_since is None else usage.low_since
+            if now - usage.low_since >= UNUSED_S and usage.cap_w is None:
+                usage.cap_w, usage.capped_at = max(spec.min_active_w, measured + spec.watts_per_amp), now
+        else:
+            usage.low_since = None
+            if usage.cap_w is not None and measured >= 0.9 * usage.cap_w:
+                usage.cap_w = None  # it takes what it got: it may want more
+        if usage.cap_w is not None and now - usage.capped_at >= PROBE_S:
+            usage.cap_w, usage.low_since = None, None  # probe: offer the full share again
+        if not wants:
+            usage.cap_w, usage.low_since = None, None
+        return ConnectorInput(
+            measured_w=measured,
+            wants_power=wants,
+            hardware_max_w=own_a * spec.watts_per_amp,
+            ev_max_w=usage.cap_w,
+        )
+
+    # ------------------------------------------------------------------------------ applying
+    def _apply(self, key: int, connector: Connector, result: CycleResult, now: float) -> None:
+        share = result.connectors[key]
+        spec = self.manager.connectors[key]
+        amps = max(0.0, share.power_w) / spec.watts_per_amp
+        amps = math.floor(amps * 10 + 1e-9) / 10  # 0.1 A steps: never above the share
+        lifetime = SHARE_LIFETIME_CYCLES * self.manager.site.period_s
+        applied = self._applied.get(key)
+        if applied is not None and applied[0] == amps and applied[1] - now > lifetime / 2:
+            return  # unchanged and still well within its lifetime
+        why = "paused by the site energy manager" if share.paused else "site energy manager share"
+        connector.set_limit(Limit(sources.SITE, amps, expires_at=now + lifetime, detail=why))
+        self._applied[key] = (amps, now + lifetime)
