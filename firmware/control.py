@@ -51,8 +51,11 @@ class ControlServer:
         *,
         plant: Any = None,
         present_id: Callable[[str], Awaitable[str]] | None = None,
+        site_why: Callable[[], str] | None = None,
     ) -> None:
         self.connector = connector
+        # With a site energy manager, "why" shows the site's chain too (budget, fallback, every share).
+        self.site_why = site_why
         self.path = path
         self.plant = plant  # simulated boards only: lets a person play the EV
         # With an OCPP uplink an id goes through its authorisation (local list, cache, CSMS), as a card
@@ -62,7 +65,7 @@ class ControlServer:
         self._server: asyncio.AbstractServer | None = None
         self._commands: dict[str, Callable[[dict[str, Any]], Any]] = {
             "status": lambda _r: dataclasses.asdict(self.connector.status()),
-            "why": lambda _r: self.connector.why(),
+            "why": lambda _r: self._why(),
             "authorize": self._authorize,
             "deauthorize": lambda _r: self.connector.deauthorize(),
             "pause": lambda _r: self.connector.pause(),
@@ -134,6 +137,12 @@ class ControlServer:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         return f"{tag} presented to the OCPP uplink: the status shows the outcome"
+
+    def _why(self) -> str:
+        text = self.connector.why()
+        if self.site_why is not None:
+            text += "\n\n" + self.site_why()
+        return text
 
     def _limit(self, request: dict[str, Any]) -> str:
         source = _text(request, "source")

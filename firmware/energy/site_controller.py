@@ -24,7 +24,10 @@ from dataclasses import dataclass
 
 from firmware import limits as sources
 from firmware.connector import Connector
-from firmware.energy.manager import ConnectorInput, CycleResult, EnergyManager
+from firmware.energy import bounds as prio
+from firmware.energy.bounds import Bound
+from firmware.energy.der import DerController, DerOutput
+from firmware.energy.manager import DISCHARGE, ConnectorInput, CycleResult, EnergyManager
 from firmware.iec61851.pilot import CpState
 from firmware.limits import Limit
 from firmware.safety import faults
@@ -37,6 +40,11 @@ UNUSED_SHARE = 0.6
 UNUSED_S = 60.0
 #: The cap is lifted this often, to find out whether the EV wants more again.
 PROBE_S = 300.0
+#: The grid is checked this often for the DER functions: FFR's 49.5 Hz step must be met within 0.7 s
+#: (sample period + measurement + actuation, firmware/energy/der_frequency.py).
+DER_PERIOD_S = 0.1
+#: The manager's connector input that carries the DER window.
+DER = "der"
 #: A share lives this many cycles: a manager that stops refreshing it leaves the connector's fallback.
 SHARE_LIFETIME_CYCLES = 30
 
@@ -60,6 +68,9 @@ class SiteController:
         clock: Clock,
         site_meter: Callable[[], float | None] | None = None,
         on_cycle: Callable[[CycleResult], None] | None = None,
+        der: dict[int, DerController] | None = None,
+        grid: Callable[[], tuple[float, float] | None] | None = None,
+        der_period_s: float = DER_PERIOD_S,
     ) -> None:
         missing = set(connectors) - set(manager.connectors)
         if missing:
@@ -71,15 +82,63 @@ class SiteController:
         self.on_cycle = on_cycle
         self._usage = {k: _Usage() for k in connectors}
         self._applied: dict[int, tuple[float, float]] = {}  # amps, expiry
+        self.der = der or {}
+        unknown = set(self.der) - set(connectors)
+        if unknown:
+            raise ValueError(f"DER functions for connectors {sorted(unknown)} that this site does not run")
+        self.grid = grid
+        if self.der and grid is None:
+            raise ValueError("DER functions need the grid voltage and frequency (grid=...)")
+        if not der_period_s > 0:
+            raise ValueError("der_period_s must be positive")
+        self.der_period_s = der_period_s
+        self.der_outputs: dict[int, DerOutput] = {}
 
     async def run(self) -> None:
+        """A cycle every ``period_s``; with DER functions, the grid is also checked every
+        ``der_period_s`` and a narrower DER window (a trip, a frequency response) gets a cycle at once,
+        not at the next period: FFR at 49.5 Hz must act within 0.7 s (firmware/energy/der_frequency.py)."""
         period = self.manager.site.period_s
+        next_cycle = self.clock.monotonic()
         while True:
             try:
-                self.step()
+                urgent = self.der_tick() if self.der else False
+                if urgent or self.clock.monotonic() >= next_cycle - 1e-9:
+                    self.step()
+                    next_cycle = self.clock.monotonic() + period
             except Exception:  # the manager must never take the connectors down; they keep their fallback
                 log.exception("energy manager cycle failed")
-            await self.clock.sleep(period)
+                next_cycle = self.clock.monotonic() + period
+            wait = min(self.der_period_s, next_cycle - self.clock.monotonic()) if self.der else period
+            await self.clock.sleep(max(0.0, wait))
+
+    def der_tick(self) -> bool:
+        """Run every connector's DER functions on the present grid measurement; True when a window
+        narrowed (the shares must follow now)."""
+        now = self.clock.monotonic()
+        measured = self.grid() if self.grid is not None else None
+        if measured is None:
+            return False
+        v_pu, f_hz = measured
+        urgent = False
+        for key, controller in self.der.items():
+            previous = self.manager.connector_inputs[key].get(DER)
+            share = self._applied.get(key, (0.0, 0.0))[0] * self.manager.connectors[key].watts_per_amp
+            discharge = self.manager.connector_inputs[key].get(DISCHARGE)
+            may_discharge = -discharge.min_w if discharge is not None and discharge.min_w < 0 else 0.0
+            out = controller.step(now, v_pu, f_hz, share, p_discharge_max_w=may_discharge)
+            self.der_outputs[key] = out
+            if previous is not None and (previous.max_w, previous.min_w) == (out.p_max_w, out.p_min_w):
+                continue
+            detail = "; ".join(out.reasons) or "DER functions"
+            if out.trip:
+                detail = f"tripped ({out.trip}): {detail}"
+            self.manager.set_connector_input(
+                key, Bound(DER, max_w=out.p_max_w, min_w=out.p_min_w, priority=prio.GRID, detail=detail)
+            )
+            if previous is None or out.p_max_w < previous.max_w - 1.0 or out.p_min_w > previous.min_w + 1.0:
+                urgent = True
+        return urgent
 
     def step(self) -> CycleResult:
         now = self.clock.monotonic()
