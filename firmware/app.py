@@ -15,7 +15,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from board.build import open_board
 from board.schema import BoardConfig
@@ -26,6 +26,9 @@ from firmware.ocpp.station import StationSettings
 from hal.clock import Clock, RealClock
 from hal.errors import HalError
 from hal.interfaces import IdReader
+
+if TYPE_CHECKING:
+    from firmware.energy.config import EnergyConfig
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ async def run_firmware(
     sim_ev_state: str | None = None,
     uplink: StationSettings | None = None,
     data_dir: Path | None = None,
+    energy: EnergyConfig | None = None,
 ) -> None:
     journal_path.parent.mkdir(parents=True, exist_ok=True)
     journal, recovered = Journal.open_or_recover(journal_path)
@@ -92,9 +96,18 @@ async def run_firmware(
             reset_hook=reset,
             on_ocpp=_log_ocpp,
         )
+    energy_service = None
+    if energy is not None:
+        from firmware.energy.service import EnergyService
+
+        station_id = uplink.station_id if uplink is not None else cfg.board.name
+        energy_service = EnergyService.build(
+            energy, cfg, {settings.connector_id: connector}, clock=clock, station_id=station_id
+        )
     control = ControlServer(
         connector,
         control_path,
+        site_why=energy_service.why if energy_service is not None else None,
         plant=hal.sim.plant if hal.sim else None,
         present_id=(lambda tag: station.present_id(settings.connector_id, tag)) if station is not None else None,
     )
@@ -107,6 +120,8 @@ async def run_firmware(
         await connector.start()
         if station is not None:
             await station.start()
+        if energy_service is not None:
+            await energy_service.start()
         await control.start()
         if hal.id_reader is not None and cfg.rfid is not None:
             if cfg.rfid.connector == settings.connector_id:
@@ -126,6 +141,8 @@ async def run_firmware(
             with contextlib.suppress(asyncio.CancelledError):
                 await reader_task
         await control.stop()
+        if energy_service is not None:
+            await energy_service.stop()
         if station is not None:
             await station.stop()
         await connector.stop()

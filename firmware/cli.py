@@ -139,6 +139,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"evse run: {exc}", file=sys.stderr)
             return 2
     settings = ConnectorSettings(free_charging=args.free, fallback_a=args.fallback_a, tariff=tariff)
+    energy = None
+    if args.energy:
+        from firmware.energy.config import EnergyConfigError, load_energy_config
+
+        try:
+            energy = load_energy_config(Path(args.energy))
+        except EnergyConfigError as exc:
+            print(f"evse run: {exc}", file=sys.stderr)
+            return 2
     control = Path(args.control) if args.control else default_socket_path()
     data_dir = Path(args.data_dir)
     journal = Path(args.journal) if args.journal else data_dir / "journal.db"
@@ -178,6 +187,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 sim_ev_state=args.sim_ev,
                 uplink=uplink,
                 data_dir=data_dir,
+                energy=energy,
             )
         )
     except ValueError as exc:
@@ -423,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fallback-a", type=float, default=6.0, help="current when an external limit expires")
     p.add_argument("--sim-ev", choices=("A", "B", "C"), help="simulated boards: the EV's pilot state at boot")
     p.add_argument("--tariff", metavar="FILE", help="a TOML file with a [tariff] table: prices every new session")
+    p.add_argument(
+        "--energy", metavar="FILE", help="the site energy manager: grid limit, splitting, EMS interfaces (docs/ems.md)"
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("sessions", help="the sessions in the journal: energy, price, stop reason (newest first)")

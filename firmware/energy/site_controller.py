@@ -71,6 +71,7 @@ class SiteController:
         der: dict[int, DerController] | None = None,
         grid: Callable[[], tuple[float, float] | None] | None = None,
         der_period_s: float = DER_PERIOD_S,
+        needs: Callable[[int, float], tuple[float, float | None]] | None = None,
     ) -> None:
         missing = set(connectors) - set(manager.connectors)
         if missing:
@@ -93,6 +94,8 @@ class SiteController:
             raise ValueError("der_period_s must be positive")
         self.der_period_s = der_period_s
         self.der_outputs: dict[int, DerOutput] = {}
+        #: (energy needed in Wh, departure as monotonic time) per connector: the user's preferences.
+        self.needs = needs
 
     async def run(self) -> None:
         """A cycle every ``period_s``; with DER functions, the grid is also checked every
@@ -178,11 +181,14 @@ class SiteController:
             usage.cap_w, usage.low_since = None, None  # probe: offer the full share again
         if not wants:
             usage.cap_w, usage.low_since = None, None
+        needed_wh, deadline = self.needs(key, now) if self.needs is not None else (0.0, None)
         return ConnectorInput(
             measured_w=measured,
             wants_power=wants,
             hardware_max_w=own_a * spec.watts_per_amp,
             ev_max_w=usage.cap_w,
+            needed_wh=needed_wh,
+            deadline=deadline,
         )
 
     # ------------------------------------------------------------------------------ applying
