@@ -4,6 +4,7 @@ the trace after the run. Each check returns pass/fail with the evidence that dec
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -323,6 +324,255 @@ def _backend_transactions(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
     return passed and not open_ and not bad, f"{len(txs)} transaction(s) at the CSMS ({expected}): {detail or 'none'}"
 
 
+# ------------------------------------------------------------------------------------------ energy manager
+#: The lowest power of a running AC connector: 6 A on each of the EV's phases (IEC 61851-1 Table A.8,
+#: the lowest PWM offer), less this share for the meter's and the grid voltage's rounding.
+MIN_CHARGING_A = 6.0
+MIN_CHARGING_MARGIN = 0.01
+#: demand_response_met: the site may exceed the reduced level by this share of the reference power (the
+#: manager's own meter reading and the trace's sample differ by up to one cycle's EV movement).
+DEMAND_RESPONSE_MARGIN = 0.01
+_CONNECTOR_SRC = re.compile(r"connector(\d+)")
+
+
+def _window(spec: CheckSpec) -> tuple[float, float]:
+    lo = spec.from_s if spec.from_s is not None else 0.0
+    return lo, spec.to_s if spec.to_s is not None else math.inf
+
+
+def _in_force(records: list[dict[str, Any]], lo: float, hi: float) -> list[dict[str, Any]]:
+    """The records that describe the window: the one in force when it opens, then those inside it."""
+    before = [r for r in records if r["t"] <= lo + 1e-9]
+    inside = [r for r in records if lo + 1e-9 < r["t"] <= hi + 1e-9]
+    return before[-1:] + inside
+
+
+def _energy_fallback(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    """The manager's fallback is active (or not) throughout the window, as its cycle records say."""
+    records = facts.of("energy", "cycle")
+    if not records:
+        return False, "no energy manager cycle in the trace"
+    lo, hi = _window(spec)
+    if spec.from_s is None:
+        lo = max(lo, records[0]["t"])  # from the manager's first cycle
+    elif records[0]["t"] > lo + 1e-9:
+        return False, f"the manager had not cycled yet at t={lo:g} (first cycle at t={records[0]['t']:.3f})"
+    want = "active" if spec.active else "not active"
+    for r in _in_force(records, lo, hi):
+        if (r.get("fallback") is not None) != spec.active:
+            at = max(r["t"], lo)
+            seen = f"active ({r['fallback']})" if r.get("fallback") else "not active"
+            return False, f"fallback {seen} at t={at:.3f}; expected {want}"
+    reasons = sorted({str(r["fallback"]) for r in _in_force(records, lo, hi) if r.get("fallback")})
+    detail = f": {'; '.join(reasons)}" if reasons else ""
+    return True, f"fallback {want} throughout t={lo:g}..{hi:g}{detail}"
+
+
+def _battery(facts: RunFacts) -> list[dict[str, Any]]:
+    return facts.of("site", "battery")
+
+
+def _ess_soc_at_least(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    """The site battery's SoC never falls below ``soc`` (up to ``by``)."""
+    records = _battery(facts)
+    if spec.by is not None:
+        records = [r for r in records if r["t"] <= spec.by + 1e-9]
+    if not records:
+        return False, "no battery record"
+    lowest = min(records, key=lambda r: r["soc"])
+    by = f" up to t={spec.by:g} s" if spec.by is not None else ""
+    return (
+        lowest["soc"] >= (spec.soc or 0.0) - 1e-9,
+        f"lowest battery SoC{by}: {lowest['soc']:.4f} at t={lowest['t']:.3f} (expected >= {spec.soc:g})",
+    )
+
+
+def _ess_discharged(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    """The energy the site battery gave in the window (its power held from one record to the next)."""
+    records = _battery(facts)
+    if not records:
+        return False, "no battery record"
+    lo, hi = _window(spec)
+    wh = 0.0
+    for r, following in zip(records, [*records[1:], None], strict=True):
+        end = following["t"] if following is not None else r["t"]
+        start, end = max(r["t"], lo), min(end, hi)
+        if end > start:
+            wh += r["W"] * (end - start) / 3600.0
+    kwh = wh / 1000
+    low = spec.min_kwh if spec.min_kwh is not None else 0.0
+    high = spec.max_kwh if spec.max_kwh is not None else math.inf
+    return low - 1e-9 <= kwh <= high + 1e-9, f"{kwh:.3f} kWh discharged in t={lo:g}..{hi:g}; expected {low:g}..{high:g}"
+
+
+def _all_charging(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    """Every listed connector draws at least 6 A on each of its EV's phases throughout the window: at
+    the window's start and after every instant inside it at which a power or the grid voltage moved."""
+    lo, hi = _window(spec)
+    phases = {ev.connector: ev.phases for ev in facts.scenario.evs}
+    wanted = spec.connectors or []
+    missing = [n for n in wanted if n not in phases]
+    if missing:
+        return False, f"no EV on connector(s) {missing}"
+    volts = facts.scenario.site.voltage_v if facts.scenario.site is not None else 230.0
+    power: dict[int, float] = {}
+
+    def amps() -> dict[int, float]:
+        return {n: power.get(n, 0.0) / (phases[n] * volts) for n in wanted}
+
+    opening = amps()  # nothing traced yet: nothing drawn
+    states: list[tuple[float, dict[int, float]]] = []
+    for r in facts.records:
+        if r["t"] > hi + 1e-9:
+            break
+        if r["ev"] == "grid" and r["src"] == "site" and r.get("V"):
+            volts = float(r["V"])
+        elif r["ev"] == "power" and (match := _CONNECTOR_SRC.fullmatch(r["src"])) is not None:
+            power[int(match.group(1))] = float(r["W"])
+        else:
+            continue
+        if r["t"] <= lo + 1e-9:
+            opening = amps()
+        elif states and states[-1][0] == r["t"]:
+            states[-1] = (r["t"], amps())  # records of one instant: the state after all of them
+        else:
+            states.append((r["t"], amps()))
+    lowest: dict[int, tuple[float, float]] = {}  # connector -> (its lowest amps per phase, when)
+    for t, state in [(lo, opening), *states]:
+        for n, value in state.items():
+            if n not in lowest or value < lowest[n][0]:
+                lowest[n] = (value, t)
+    below = {n: v for n, v in lowest.items() if v[0] < MIN_CHARGING_A * (1 - MIN_CHARGING_MARGIN)}
+    if below:
+        detail = "; ".join(f"connector {n}: {a:.2f} A-equivalent at t={t:.3f}" for n, (a, t) in below.items())
+        return False, f"{len(below)} of {len(wanted)} below 6 A: {detail}"
+    worst = min(a for a, _ in lowest.values())
+    return True, f"all {len(wanted)} drew at least 6 A in t={lo:g}..{hi:g} (lowest {worst:.2f} A-equivalent)"
+
+
+def _chargers_total(facts: RunFacts, lo: float, hi: float) -> list[tuple[float, float]]:
+    """(time, the chargers' total power): the total in force when the window opens, then the total
+    after every instant inside it at which a connector's power changed."""
+    power: dict[str, float] = {}
+    opening: float | None = None
+    out: list[tuple[float, float]] = []
+    for r in facts.records:
+        if r["t"] > hi + 1e-9:
+            break
+        if r["ev"] != "power" or _CONNECTOR_SRC.fullmatch(r["src"]) is None:
+            continue
+        power[r["src"]] = float(r["W"])
+        total = sum(power.values())
+        if r["t"] <= lo + 1e-9:
+            opening = total
+        elif out and out[-1][0] == r["t"]:
+            out[-1] = (r["t"], total)  # records of one instant: the total after all of them
+        else:
+            out.append((r["t"], total))
+    return ([(lo, opening)] if opening is not None else []) + out
+
+
+def _chargers_power(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    """The chargers' total power stays within min_kw..max_kw throughout the window."""
+    lo, hi = _window(spec)
+    totals = _chargers_total(facts, lo, hi)
+    if not totals:
+        return False, f"no power record up to t={hi:g}"
+    low = spec.min_kw * 1000 if spec.min_kw is not None else -math.inf
+    high = spec.max_kw * 1000 if spec.max_kw is not None else math.inf
+    bad = [(t, w) for t, w in totals if not low - 1e-6 <= w <= high + 1e-6]
+    lowest, highest = min(w for _, w in totals), max(w for _, w in totals)
+    expected = f"expected {_kw_or(spec.min_kw, '-inf')}..{_kw_or(spec.max_kw, 'inf')} kW"
+    summary = f"chargers' total {lowest / 1000:.2f}..{highest / 1000:.2f} kW in t={lo:g}..{hi:g}; {expected}"
+    if bad:
+        return False, f"{bad[0][1] / 1000:.2f} kW at t={bad[0][0]:.3f}; " + summary
+    return True, summary
+
+
+def _site_power(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    """The site's import at the connection point stays within min_kw..max_kw throughout the window."""
+    lo, hi = _window(spec)
+    records = _in_force(facts.of("site", "site_power"), lo, hi)
+    if not records:
+        return False, f"no site power up to t={hi:g}"
+    low = spec.min_kw * 1000 if spec.min_kw is not None else -math.inf
+    high = spec.max_kw * 1000 if spec.max_kw is not None else math.inf
+    bad = [r for r in records if not low - 1e-6 <= r["W"] <= high + 1e-6]
+    lowest, highest = min(r["W"] for r in records), max(r["W"] for r in records)
+    expected = f"expected {_kw_or(spec.min_kw, '-inf')}..{_kw_or(spec.max_kw, 'inf')} kW"
+    summary = f"site {lowest / 1000:.2f}..{highest / 1000:.2f} kW in t={lo:g}..{hi:g}; {expected}"
+    if bad:
+        return False, f"{bad[0]['W'] / 1000:.2f} kW at t={max(bad[0]['t'], lo):.3f}; " + summary
+    return True, summary
+
+
+def _kw_or(value: float | None, default: str) -> str:
+    return f"{value:g}" if value is not None else default
+
+
+def _longest_above(records: list[dict[str, Any]], level: float, lo: float, hi: float) -> float:
+    """The longest time the site power was above ``level`` in the window (records hold until the next)."""
+    longest, start = 0.0, None
+    for r in records:
+        t = max(r["t"], lo)
+        if r["W"] > level + 1e-6 and start is None:
+            start = t
+        elif r["W"] <= level + 1e-6 and start is not None:
+            longest, start = max(longest, t - start), None
+    if start is not None:
+        longest = max(longest, hi - start)
+    return longest
+
+
+def _demand_response_met(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    """After each demand_response (reduce_kw, for): from ``within_s`` after it until it ends, the site
+    imports at most the power before it less reduce_kw (excursions up to ``tolerance_s`` allowed: a
+    step of the building load takes a cycle to be seen); after it ended (and ``within_s``) the site
+    imports more again at some point."""
+    within = spec.within_s or 0.0
+    records = facts.records
+    results, failed = [], False
+    events = [i for i, r in enumerate(records) if r["ev"] == "action" and r.get("action") == "demand_response"]
+    end_of_run = records[-1]["t"] if records else 0.0
+    for index in events:
+        action = records[index]
+        t0, reduce_w, length = action["t"], float(action["reduce_kw"]) * 1000, float(action["for"])
+        before = [r for r in records[:index] if r["ev"] == "site_power"]
+        if not before:
+            results.append(f"t={t0:g}: no site power before the request")
+            failed = True
+            continue
+        reference = before[-1]["W"]
+        target = reference - reduce_w
+        allowed = target + DEMAND_RESPONSE_MARGIN * abs(reference)
+        site = [r for r in records if r["ev"] == "site_power"]
+        during = _in_force(site, t0 + within, t0 + length)
+        peak = max(r["W"] for r in during)
+        longest = _longest_above(during, allowed, t0 + within, t0 + length)
+        after = [r["W"] for r in site if r["t"] >= t0 + length + within - 1e-9]
+        text = (
+            f"t={t0:g}: {reference / 1000:.2f} kW before, reduce {reduce_w / 1000:g} kW"
+            f" -> at most {target / 1000:.2f} kW; peak {peak / 1000:.2f} kW in t={t0 + within:g}..{t0 + length:g}"
+        )
+        if longest > spec.tolerance_s + 1e-9:
+            failed = True
+            text += f" (above for {longest:.1f} s, tolerance {spec.tolerance_s:g} s)"
+        elif longest > 0:
+            text += f" (above for {longest:.1f} s at most, tolerance {spec.tolerance_s:g} s)"
+        if t0 + length + within > end_of_run:
+            failed = True
+            text += "; the run ended before the request did"
+        elif not after or max(after) <= allowed:
+            failed = True
+            text += f"; never back above {allowed / 1000:.2f} kW after it ended"
+        else:
+            text += f"; back to {max(after) / 1000:.2f} kW after it"
+        results.append(text)
+    if not events:
+        return False, "no demand_response in the trace"
+    return not failed, "; ".join(results)
+
+
 _CHECKS: dict[str, Callable[[CheckSpec, RunFacts], tuple[bool, str]]] = {
     "contactor_opens_within": _contactor_opens_within,
     "contactor_never_closed_without": _contactor_never_closed_without,
@@ -337,4 +587,11 @@ _CHECKS: dict[str, Callable[[CheckSpec, RunFacts], tuple[bool, str]]] = {
     "sessions": _sessions,
     "ocpp_messages": _ocpp_messages,
     "backend_transactions": _backend_transactions,
+    "energy_fallback": _energy_fallback,
+    "ess_soc_at_least": _ess_soc_at_least,
+    "ess_discharged": _ess_discharged,
+    "all_charging": _all_charging,
+    "chargers_power": _chargers_power,
+    "site_power": _site_power,
+    "demand_response_met": _demand_response_met,
 }

@@ -4,7 +4,10 @@ and a simulated site, in virtual time by default or in real time.
 Connector ``n`` of a scenario is board instance ``n``: a multi-board site. Every board runs the real
 connector firmware (state machine, supervisor, journal) on its mocked HAL; the EV models turn the
 plants' knobs; the site model adds the building and the PV to the chargers' power at the connection
-point. Everything lands in the trace; the checks are evaluated on it afterwards.
+point. With ``site.energy_manager`` the real site energy manager (firmware.energy) runs beside them on
+the same clock: it reads the site model's meter and the connectors, shares the grid limit among them
+and discharges the site battery. Everything lands in the trace; the checks are evaluated on it
+afterwards.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from typing import Any
 
 from board.loader import resolve, shipped_boards
 from firmware.connector import ConnectorSettings
+from firmware.energy import bounds as energy_priority
+from firmware.energy.bounds import Bound
+from firmware.energy.manager import SITE_EMS, ConnectorSpec, CycleResult, EnergyManager, EssConfig, SiteConfig
+from firmware.energy.site_controller import SiteController
 from firmware.limits import Limit
 from firmware.safety.faults import FaultCode
 from firmware.simulation import SimulatedCharger
@@ -34,7 +41,7 @@ from hal.sim.gpio_wiring import LockWiring
 from hal.sim.plant import Plant
 from hil.backend import Backend
 from hil.expect import CheckResult, RunFacts, evaluate
-from hil.models.ev import AcEv
+from hil.models.ev import CHARGE_EFFICIENCY, AcEv
 from hil.scenario import EV_FAULTS, CheckSpec, EventSpec, EvSpec, Scenario
 from hil.site import Site
 from hil.trace import TRACE_FORMAT, TraceWriter
@@ -48,6 +55,13 @@ MODEL_IDLE_STEP_S = 1.0
 POWER_TRACE_PERIOD_S = 1.0
 #: Residual current injected by the ``rcd_trip`` fault (above the 6 mA DC and 30 mA AC thresholds).
 RCD_FAULT_MA = 40.0
+#: An ``energy`` cycle record is written when the chargers' budget moved more than this (W) and more
+#: than ENERGY_TRACE_SHARE of itself, or a share moved more than this, or the fallback or the
+#: battery's power changed: one record per real change, not one per cycle.
+ENERGY_TRACE_W = 100.0
+ENERGY_TRACE_SHARE = 0.01
+#: The site battery is traced when its power changes, and at least this often while it holds.
+BATTERY_TRACE_PERIOD_S = 60.0
 
 LineSink = Callable[[dict[str, Any]], None]
 
@@ -86,6 +100,14 @@ class ScenarioRun:
         self._last_site: tuple[float, float | None] = (-1e9, None)
         self.backend: Backend | None = None
         self._actions: list[asyncio.Task[None]] = []
+        # The site energy manager (site.energy_manager), its controller and its task.
+        self.energy: EnergyManager | None = None
+        self.site_controller: SiteController | None = None
+        self._energy_task: asyncio.Task[None] | None = None
+        self._site_meter_ok = True
+        self.energy_cycles = 0
+        self._last_energy: dict[str, Any] | None = None
+        self._last_battery: tuple[float, float] | None = None  # (t, W) of the last battery record
 
     # ------------------------------------------------------------------ time
     def now(self) -> float:
@@ -161,6 +183,121 @@ class ScenarioRun:
             await self.backend.start(self.chargers)
         for spec in self.scenario.evs:
             self.evs[spec.id] = self._make_ev(spec)
+        self.build_energy_manager()
+
+    # ------------------------------------------------------------------ the site energy manager
+    def build_energy_manager(self) -> None:
+        """The site energy manager over every charger (``site.energy_manager``): one connector per
+        charger, each its own board (``board<n>``) with the board's phases and nominal voltage."""
+        site = self.scenario.site
+        spec = site.energy_manager if site is not None else None
+        if site is None or spec is None:
+            return
+        assert site.grid_limit_kw is not None  # the scenario's validation requires it
+        battery = self.site.battery
+        config = SiteConfig(
+            grid_import_max_w=site.grid_limit_kw * 1000,
+            strategy=spec.strategy,
+            period_s=spec.period_s,
+            meter_timeout_s=spec.meter_timeout_s,
+            fallback_ev_total_w=spec.fallback_ev_total_kw * 1000,
+            ems_fallback_import_w=spec.ems_fallback_kw * 1000 if spec.ems_fallback_kw is not None else None,
+            ess=EssConfig(battery.max_discharge_w, battery.reserve_wh) if battery is not None else None,
+            step_w=spec.step_kw * 1000,
+            hold_s=spec.hold_s,
+            min_pause_s=spec.min_pause_s,
+        )
+        priority = {ev.connector: ev.priority for ev in self.scenario.evs}
+        connectors = {}
+        specs = {}
+        for n, charger in self.chargers.items():
+            assert charger.connector is not None, "boot the chargers first"
+            ratings = charger.config.ratings
+            specs[n] = ConnectorSpec(
+                n, f"board{n}", ratings.phases, ratings.nominal_voltage_v, priority=priority.get(n, 0)
+            )
+            connectors[n] = charger.connector
+        self.energy = EnergyManager(config, specs)
+        # The EVs' departures and energy needs reach the manager only when a scenario gives them.
+        departures = any(ev.departure is not None for ev in self.scenario.evs)
+        self.site_controller = SiteController(
+            self.energy,
+            connectors,
+            clock=self.clock,
+            site_meter=self._read_site_meter,
+            on_cycle=self._on_cycle,
+            needs=self._ev_needs if departures else None,
+        )
+
+    def _ev_needs(self, connector: int, now: float) -> tuple[float, float | None]:
+        """The user's preferences of the EV on ``connector``: the energy it still needs from the charger
+        (Wh: its need less what it drew, the battery's energy over the charging efficiency) and its
+        departure (the clock's time); (0, None) for an EV without them."""
+        for spec in self.scenario.evs:
+            if spec.connector == connector and spec.departure is not None and spec.energy_need_kwh is not None:
+                drawn_wh = self.evs[spec.id].energy_wh / CHARGE_EFFICIENCY
+                return max(0.0, spec.energy_need_kwh * 1000 - drawn_wh), self.t0 + spec.departure
+        return 0.0, None
+
+    def chargers_w(self) -> float:
+        """What the chargers draw together now (the plants' power behind closed contacts)."""
+        return sum(sum(c.plant.power_w()) for c in self.chargers.values() if c.plant.contacts_closed)
+
+    def _read_site_meter(self) -> float | None:
+        """The site meter the controller reads at the start of every cycle, None while the scenario has
+        it silent. It sits at the connection point (``site_power`` W, the grid limit checks): it sees the
+        building, the PV, the chargers and the battery's discharge; the manager adds the discharge it
+        commanded back (``SiteConfig.meter_includes_ess``) so the battery is not counted twice. The
+        battery's stored energy goes to the manager here too, so that each cycle sees it up to date."""
+        now = self.now()
+        battery = self.site.battery
+        if battery is not None and self.energy is not None:
+            battery.advance(now)
+            self.energy.ess_state(battery.stored_wh)
+        if not self._site_meter_ok:
+            return None
+        return self.site.power(now, self.chargers_w()).W
+
+    def _on_cycle(self, result: CycleResult) -> None:
+        """After each cycle: the battery takes the manager's discharge setpoint; the trace gets the cycle
+        (when something changed), the battery and the site power (which the battery moves)."""
+        self.energy_cycles += 1
+        now = self.now()
+        battery = self.site.battery
+        if battery is not None:
+            battery.set_power(result.ess_w, now)
+            self._trace_battery()
+        budget = result.budget_w if math.isfinite(result.budget_w) else None
+        record: dict[str, Any] = {
+            "budget_W": round(budget, 1) if budget is not None else None,
+            "fallback": result.fallback,
+            "ess_W": round(result.ess_w, 1),
+            "shares": {str(k): round(r.power_w, 1) for k, r in sorted(result.connectors.items())},
+            "paused": sorted(k for k, r in result.connectors.items() if r.paused),
+        }
+        if _energy_changed(self._last_energy, record):
+            self._write("energy", "cycle", **record)
+            self._last_energy = record
+        self._trace_site(now, self.chargers_w(), force=battery is not None)
+
+    def _trace_battery(self, *, force: bool = False) -> None:
+        battery = self.site.battery
+        if battery is None:
+            return
+        now = self.now()
+        battery.advance(now)
+        last = self._last_battery
+        if force or last is None or abs(battery.power_w - last[1]) > 1.0 or now - last[0] >= BATTERY_TRACE_PERIOD_S:
+            kwh = battery.stored_wh / 1000
+            self._write("site", "battery", soc=round(battery.soc, 6), W=round(battery.power_w, 1), kwh=round(kwh, 4))
+            self._last_battery = (now, battery.power_w)
+
+    async def _stop_energy(self) -> None:
+        task, self._energy_task = self._energy_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _make_ev(self, spec: EvSpec) -> AcEv:
         ev = AcEv(
@@ -263,15 +400,28 @@ class ScenarioRun:
             if abs(watts - last_w) > max(1.0, 0.005 * abs(last_w)) or now - last_t >= POWER_TRACE_PERIOD_S:
                 self._write(src, "power", W=round(watts, 3))
                 self._last_power[src] = (now, watts)
-        site = self.site.power(now, total)
+        self._trace_site(now, total)
+        if self.site.battery is not None:
+            self._trace_battery()
+
+    def _trace_site(self, now: float, chargers_w: float, *, force: bool = False) -> None:
+        site = self.site.power(now, chargers_w)
         last_t, last_site = self._last_site
         changed = last_site is None or abs(site.W - last_site) > max(1.0, 0.005 * abs(last_site))
-        if changed or now - last_t >= POWER_TRACE_PERIOD_S:
-            self._write("site", "site_power", **asdict(site))
+        if changed or now - last_t >= POWER_TRACE_PERIOD_S or (force and now > last_t):
+            fields = asdict(site)
+            if self.site.battery is not None:
+                fields["battery_W"] = round(self.site.battery.power_w, 1)
+            self._write("site", "site_power", **fields)
             self._last_site = (now, site.W)
 
     async def run(self) -> None:
         model_task = asyncio.create_task(self.model_loop())
+        if self.site_controller is not None:
+            # Its cycles sleep on the run's clock: in virtual time they fall due like every other timer. A
+            # share it applies marks the connector dirty, which notifies the board's change signal: the
+            # model loop wakes and the EV sees the new offer at the next model step.
+            self._energy_task = asyncio.create_task(self.site_controller.run())
         try:
             self._write("site", "grid", V=self.site.voltage_v, Hz=self.site.frequency_hz)
             for t, _, event in self.schedule():
@@ -279,7 +429,9 @@ class ScenarioRun:
                 self.act(event)
                 self.step_models()
             await self.advance_to(self.scenario.duration)
+            self._trace_battery(force=True)  # where the battery ended
         finally:
+            await self._stop_energy()
             model_task.cancel()
             try:
                 await model_task
@@ -287,6 +439,7 @@ class ScenarioRun:
                 pass
 
     async def close(self) -> None:
+        await self._stop_energy()
         for task in self._actions:
             task.cancel()
         for task in self._actions:
@@ -355,6 +508,34 @@ class ScenarioRun:
                 assert self.backend is not None
                 # An OCPP exchange takes its own (virtual) time: it runs beside the scenario.
                 self._actions.append(asyncio.ensure_future(self.backend.act(event)))
+            case "ems_setpoint" | "demand_response" | "site_meter_outage" | "site_meter_restore":
+                self._energy_act(event, clock_now)
+
+    def _energy_act(self, event: EventSpec, clock_now: float) -> None:
+        """The site EMS, a grid operator or the site meter acting on the energy manager."""
+        if self.energy is None:
+            raise RuntimeError(f"action {event.action!r} needs the site energy manager (site.energy_manager)")
+        match event.action:
+            case "ems_setpoint":
+                assert event.import_max_kw is not None and event.valid is not None
+                self.energy.set_site_input(
+                    Bound(
+                        SITE_EMS,
+                        max_w=event.import_max_kw * 1000,
+                        priority=energy_priority.EMS,
+                        expires_at=clock_now + event.valid,
+                        detail="site EMS setpoint (scenario)",
+                    )
+                )
+            case "demand_response":
+                assert event.reduce_kw is not None and event.for_ is not None
+                self.energy.demand_response(
+                    reduce_by_w=event.reduce_kw * 1000, until=clock_now + event.for_, now=clock_now
+                )
+            case "site_meter_outage":
+                self._site_meter_ok = False
+            case "site_meter_restore":
+                self._site_meter_ok = True
 
     def _fault(self, charger: SimulatedCharger, ev: AcEv | None, event: EventSpec, *, on: bool) -> None:
         plant = charger.plant
@@ -397,6 +578,21 @@ class ScenarioRun:
                     part.jammed = on
 
 
+def _energy_changed(last: dict[str, Any] | None, record: dict[str, Any]) -> bool:
+    """Whether a cycle differs enough from the last traced one to be traced (see ENERGY_TRACE_W)."""
+    if last is None or last["fallback"] != record["fallback"] or last["paused"] != record["paused"]:
+        return True
+    if abs(last["ess_W"] - record["ess_W"]) > 1.0:
+        return True
+    old, new = last["budget_W"], record["budget_W"]
+    if (old is None) != (new is None):
+        return True
+    if old is not None and new is not None and abs(new - old) > max(ENERGY_TRACE_W, ENERGY_TRACE_SHARE * abs(old)):
+        return True
+    shares_old, shares_new = last["shares"], record["shares"]
+    return any(abs(shares_new[k] - shares_old.get(k, 0.0)) > ENERGY_TRACE_W for k in shares_new)
+
+
 def _check_params(spec: CheckSpec) -> dict[str, Any]:
     """A check's parameters as hil.expect.evaluate reports them."""
     params = spec.model_dump(exclude_none=True, exclude_defaults=True)
@@ -426,6 +622,25 @@ def _journal_sessions(path: Path) -> list[dict[str, Any]]:
         row_d["energy_wh"] = end - row_d["meter_start_wh"]
         sessions.append(row_d)
     return sessions
+
+
+def _energy_summary(run: ScenarioRun) -> dict[str, Any]:
+    """The energy manager's part of the summary (only when it ran)."""
+    if run.energy is None:
+        return {}
+    records = run.trace.records
+    cycles = [r for r in records if r["src"] == "energy" and r["ev"] == "cycle"]
+    out: dict[str, Any] = {
+        "energy_cycles": run.energy_cycles,
+        "energy_fallbacks": sum(
+            1 for a, b in zip([None, *cycles], cycles, strict=False) if b["fallback"] and not (a and a["fallback"])
+        ),
+    }
+    battery = run.site.battery
+    if battery is not None:
+        out["battery_soc_end"] = round(battery.soc, 4)
+        out["battery_soc_min"] = min((r["soc"] for r in records if r["ev"] == "battery"), default=None)
+    return out
 
 
 def write_junit(path: Path, scenario: Scenario, checks: list[CheckResult], seconds: float) -> None:
@@ -532,6 +747,7 @@ def write_outputs(
         ],
         "peak_site_power_w": max((r["W"] for r in site), default=None),
         "grid_limit_w": run.site.grid_limit_w,
+        **_energy_summary(run),
         **(extra or {}),
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -62,12 +62,56 @@ class Profile(_Model):
         return self
 
 
+class EnergyManagerSpec(_Model):
+    """The site energy manager (firmware.energy) running beside the chargers: its static parameters
+    (firmware.energy.manager.SiteConfig), in the scenario's units."""
+
+    #: How the budget is shared: equally, by the EVs' ``priority``, or earliest ``departure`` first with
+    #: what its ``energy_need_kwh`` requires (the rest equally).
+    strategy: Literal["equal", "priority", "departure"] = "equal"
+    period_s: float = Field(default=1.0, gt=0, le=60)
+    meter_timeout_s: float = Field(default=10.0, gt=0)
+    #: What the chargers share together while the site meter is silent (seed R142).
+    fallback_ev_total_kw: float = Field(default=0.0, ge=0)
+    #: The site import allowed once the EMS's last setpoint expired; omitted: the grid limit.
+    ems_fallback_kw: float | None = Field(default=None, ge=0)
+    hold_s: float = Field(default=10.0, ge=0)
+    min_pause_s: float = Field(default=60.0, ge=0)
+    step_kw: float = Field(default=0.69, ge=0)
+
+
+class BatterySpec(_Model):
+    """A local battery (ESS) the energy manager discharges to keep the chargers going (TF-EVC eq.
+    3.2.6.3-4). It never charges in this model; losses are not modelled."""
+
+    capacity_kwh: float = Field(gt=0)
+    soc: float = Field(ge=0, le=1)
+    max_discharge_kw: float = Field(gt=0)
+    reserve_kwh: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _reserve(self) -> BatterySpec:
+        if self.reserve_kwh >= self.capacity_kwh:
+            raise ValueError(f"reserve_kwh ({self.reserve_kwh:g}) must be below capacity_kwh ({self.capacity_kwh:g})")
+        return self
+
+
 class SiteSpec(_Model):
     grid_limit_kw: float | None = Field(default=None, gt=0)
     voltage_v: float = Field(default=230.0, gt=0, le=1000)
     frequency_hz: float = Field(default=50.0, gt=40, lt=70)
     building_load_kw: Profile | None = None
     pv_kw: Profile | None = None
+    energy_manager: EnergyManagerSpec | None = None
+    battery: BatterySpec | None = None
+
+    @model_validator(mode="after")
+    def _manager(self) -> SiteSpec:
+        if self.energy_manager is not None and self.grid_limit_kw is None:
+            raise ValueError("an energy_manager needs grid_limit_kw (the import limit it holds the site under)")
+        if self.battery is not None and self.energy_manager is None:
+            raise ValueError("a battery needs an energy_manager (the manager decides when it discharges)")
+        return self
 
 
 class BackendSpec(_Model):
@@ -114,11 +158,21 @@ class EvSpec(_Model):
     unplug: Duration | None = None
     response_s: float = Field(default=1.0, gt=0, le=5.0)
     taper_from_soc: float = Field(default=0.8, gt=0, le=1)
+    #: The priority of the EV's connector in the energy manager's ``priority`` strategy (higher first).
+    priority: int = 0
+    #: The user's preferences for the energy manager's ``departure`` strategy: when the EV leaves and
+    #: how much energy it needs from the charger by then.
+    departure: Duration | None = None
+    energy_need_kwh: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _times(self) -> EvSpec:
         if self.unplug is not None and self.unplug <= self.plug_in:
             raise ValueError(f"unplug ({self.unplug:g} s) must come after plug_in ({self.plug_in:g} s)")
+        if (self.departure is None) != (self.energy_need_kwh is None):
+            raise ValueError("departure and energy_need_kwh go together (the need is what it takes by then)")
+        if self.departure is not None and self.departure <= self.plug_in:
+            raise ValueError(f"departure ({self.departure:g} s) must come after plug_in ({self.plug_in:g} s)")
         return self
 
 
@@ -141,6 +195,9 @@ FaultName = Literal[
 
 #: The injectable faults (docs/hil-formats.md), derived from the type so the two cannot drift apart.
 FAULTS: tuple[str, ...] = get_args(FaultName)
+#: The events and checks that need the site energy manager (site.energy_manager).
+ENERGY_ACTIONS = frozenset({"ems_setpoint", "demand_response", "site_meter_outage", "site_meter_restore"})
+ENERGY_CHECKS = frozenset({"energy_fallback", "ess_soc_at_least", "ess_discharged", "demand_response_met"})
 #: The faults that belong to the EV (its pilot circuit, cable and current draw), not to the charger.
 EV_FAULTS = frozenset({"diode_short", "pilot_short", "pp_open", "pp_invalid", "overcurrent", "stuck_in_c"})
 
@@ -165,6 +222,10 @@ class EventSpec(_Model):
         "csms_call",
         "csms_outage",
         "csms_restore",
+        "ems_setpoint",
+        "demand_response",
+        "site_meter_outage",
+        "site_meter_restore",
     ]
     connector: int = Field(default=1, ge=1)
     ev: str | None = None
@@ -181,6 +242,9 @@ class EventSpec(_Model):
     code: str | None = None
     call: str | None = Field(default=None, pattern=r"^[A-Z][A-Za-z0-9]+$")  # csms_call: the OCPP action
     payload: dict[str, Any] | None = None  # csms_call: its camelCase payload
+    import_max_kw: float | None = Field(default=None, ge=0)  # ems_setpoint: the site import allowed
+    valid: Duration | None = None  # ems_setpoint: how long the setpoint holds
+    reduce_kw: float | None = Field(default=None, gt=0)  # demand_response: by how much
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -197,10 +261,15 @@ class EventSpec(_Model):
             "service_clear": ("code",),
             "swipe": ("id_tag",),
             "csms_call": ("call", "payload"),
+            "ems_setpoint": ("import_max_kw", "valid"),
+            "demand_response": ("reduce_kw", "for_"),
         }
         missing = [name for name in needs.get(self.action, ()) if getattr(self, name) is None]
         if missing:
-            raise ValueError(f"action {self.action!r} needs {', '.join(missing)}")
+            names = ", ".join("for" if name == "for_" else name for name in missing)
+            raise ValueError(f"action {self.action!r} needs {names}")
+        if self.action == "ems_setpoint" and self.valid is not None and self.valid <= 0:
+            raise ValueError("an ems_setpoint needs a positive validity (valid)")
         if self.action == "fault" and self.fault == "overcurrent" and self.amps is None:
             raise ValueError("fault 'overcurrent' needs amps (the current the EV draws)")
         if self.action == "fault" and self.fault == "overtemperature" and (self.sensor is None or self.celsius is None):
@@ -228,6 +297,13 @@ class CheckSpec(_Model):
         "sessions",
         "ocpp_messages",
         "backend_transactions",
+        "energy_fallback",
+        "ess_soc_at_least",
+        "ess_discharged",
+        "all_charging",
+        "chargers_power",
+        "site_power",
+        "demand_response_met",
     ]
     after: Literal["unplug", "ev_stop", "fault", "pause"] | None = None
     within_ms: float | None = Field(default=None, gt=0)
@@ -250,6 +326,10 @@ class CheckSpec(_Model):
     action: str | None = None  # ocpp_messages: the OCPP action
     dir: Literal["tx", "rx"] = "tx"  # ocpp_messages: tx = sent by the station, rx = received by it
     connector: int = Field(default=1, ge=1)
+    active: bool | None = None  # energy_fallback: the fallback is (not) active
+    connectors: list[Annotated[int, Field(ge=1)]] | None = Field(default=None, min_length=1)  # all_charging
+    min_kw: float | None = None  # chargers_power, site_power
+    max_kw: float | None = None
 
     @model_validator(mode="after")
     def _parameters(self) -> CheckSpec:
@@ -265,12 +345,21 @@ class CheckSpec(_Model):
             "no_offer_while": ("condition",),
             "sessions": ("count",),
             "ocpp_messages": ("action",),
+            "energy_fallback": ("active",),
+            "ess_soc_at_least": ("soc",),
+            "ess_discharged": ("min_kwh",),
+            "all_charging": ("connectors", "from_s"),
+            "demand_response_met": ("within_s",),
         }
         missing = [name for name in needs.get(self.check, ()) if getattr(self, name) is None]
         if missing:
             raise ValueError(f"check {self.check!r} needs {', '.join(missing)}")
         if self.check in ("ocpp_messages", "backend_transactions") and self.count is None and self.min_count is None:
             raise ValueError(f"check {self.check!r} needs count or min_count")
+        if self.check in ("chargers_power", "site_power") and self.min_kw is None and self.max_kw is None:
+            raise ValueError(f"check {self.check!r} needs min_kw and/or max_kw")
+        if self.from_s is not None and self.to_s is not None and self.to_s < self.from_s:
+            raise ValueError(f"to_s ({self.to_s:g} s) comes before from_s ({self.from_s:g} s)")
         return self
 
 
@@ -320,6 +409,21 @@ class Scenario(_Model):
                 raise ValueError(f"expect[{i}]: check {check.check!r} needs a backend (backend.kind)")
             if check.check == "backend_transactions" and self.backend.kind != "embedded":
                 raise ValueError(f"expect[{i}]: backend_transactions reads the embedded CSMS's records")
+        manager = self.site.energy_manager if self.site is not None else None
+        battery = self.site.battery if self.site is not None else None
+        for i, event in enumerate(self.events):
+            if event.action in ENERGY_ACTIONS and manager is None:
+                raise ValueError(f"events[{i}]: action {event.action!r} needs site.energy_manager")
+        for i, ev in enumerate(self.evs):
+            if ev.departure is not None and manager is None:
+                raise ValueError(f"evs[{i}]: a departure and energy need are for site.energy_manager")
+        for i, check in enumerate(self.expect):
+            if check.check in ENERGY_CHECKS and manager is None:
+                raise ValueError(f"expect[{i}]: check {check.check!r} needs site.energy_manager")
+            if check.check in ("ess_soc_at_least", "ess_discharged") and battery is None:
+                raise ValueError(f"expect[{i}]: check {check.check!r} needs site.battery")
+            if check.check == "demand_response_met" and not any(e.action == "demand_response" for e in self.events):
+                raise ValueError(f"expect[{i}]: check 'demand_response_met' needs a demand_response event")
         return self
 
     @property
@@ -327,6 +431,7 @@ class Scenario(_Model):
         """Connector n is board instance n of the scenario's board (a multi-board site)."""
         used = [ev.connector for ev in self.evs] + [e.connector for e in self.events]
         used += [c.connector for c in self.expect]
+        used += [n for c in self.expect for n in c.connectors or ()]
         return max(used, default=1)
 
 

@@ -1,5 +1,5 @@
 """The site around the chargers: building load and PV profiles, the grid limit at the connection
-point, grid voltage and frequency, and the site meter that adds it all up."""
+point, grid voltage and frequency, a local battery (ESS), and the site meter that adds it all up."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from hil.scenario import Profile, SiteSpec
+from hil.scenario import BatterySpec, Profile, SiteSpec
 
 
 class ProfileSeries:
@@ -57,6 +57,39 @@ def _is_number(text: str) -> bool:
     return True
 
 
+class SiteBattery:
+    """A local battery (ESS) behind the connection point. The energy manager sets its discharge power
+    each cycle; the power holds until the next setting and is integrated into the stored energy. It
+    gives nothing once empty; losses are not modelled (the rig checks the manager, not the inverter)."""
+
+    def __init__(self, spec: BatterySpec, now: float) -> None:
+        self.capacity_wh = spec.capacity_kwh * 1000
+        self.reserve_wh = spec.reserve_kwh * 1000
+        self.max_discharge_w = spec.max_discharge_kw * 1000
+        self.stored_wh = spec.soc * self.capacity_wh
+        self.power_w = 0.0  # discharge (+); this model never charges
+        self._at = now
+
+    @property
+    def soc(self) -> float:
+        return self.stored_wh / self.capacity_wh
+
+    def advance(self, now: float) -> None:
+        """Integrate the present power up to ``now``."""
+        dt = now - self._at
+        if dt > 0:
+            self.stored_wh = max(0.0, self.stored_wh - self.power_w * dt / 3600.0)
+            if self.stored_wh <= 0:
+                self.power_w = 0.0
+        self._at = max(self._at, now)
+
+    def set_power(self, watts: float, now: float) -> None:
+        """Discharge at ``watts`` from ``now`` on, within what the battery can give."""
+        self.advance(now)
+        watts = min(max(0.0, watts), self.max_discharge_w)
+        self.power_w = watts if self.stored_wh > 0 else 0.0
+
+
 @dataclass(frozen=True)
 class SitePower:
     W: float  # import at the connection point (+) or export (-)
@@ -66,6 +99,9 @@ class SitePower:
 
 
 class Site:
+    """The connection point: ``power()`` is the import there (the building, minus the PV, plus the
+    chargers, minus what the battery gives)."""
+
     def __init__(self, spec: SiteSpec | None, base_dir: Path) -> None:
         spec = spec or SiteSpec()
         self.grid_limit_w = spec.grid_limit_kw * 1000 if spec.grid_limit_kw is not None else None
@@ -73,6 +109,7 @@ class Site:
         self.frequency_hz = spec.frequency_hz
         self.building = ProfileSeries.from_spec(spec.building_load_kw, base_dir) if spec.building_load_kw else None
         self.pv = ProfileSeries.from_spec(spec.pv_kw, base_dir) if spec.pv_kw else None
+        self.battery = SiteBattery(spec.battery, 0.0) if spec.battery is not None else None
 
     def next_change(self, now: float) -> float | None:
         """When the building load or the PV output steps next (scenario time)."""
@@ -82,4 +119,7 @@ class Site:
     def power(self, now: float, chargers_w: float) -> SitePower:
         building = self.building.at(now) * 1000 if self.building else 0.0
         pv = self.pv.at(now) * 1000 if self.pv else 0.0
-        return SitePower(W=building - pv + chargers_w, limit_W=self.grid_limit_w, building_W=building, pv_W=pv)
+        battery = self.battery.power_w if self.battery is not None else 0.0
+        return SitePower(
+            W=building - pv + chargers_w - battery, limit_W=self.grid_limit_w, building_W=building, pv_W=pv
+        )

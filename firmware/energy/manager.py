@@ -73,6 +73,10 @@ class SiteConfig:
     ems_fallback_import_w: float | None = None
     has_site_meter: bool = True
     ess: EssConfig | None = None
+    #: The site meter sits at the connection point and so sees the battery's discharge (as less
+    #: import). The manager then adds the battery's last setpoint back before computing the budget, or
+    #: the battery would count twice (its own discharge taken as headroom) and oscillate.
+    meter_includes_ess: bool = True
     step_w: float = 690.0  # 1 A on three phases at 230 V
     hold_s: float = 10.0
     min_pause_s: float = 60.0
@@ -276,6 +280,7 @@ class EnergyManager:
         site_window = self.site_inputs.resolve(now)
         ev_now = sum(inputs[k].measured_w for k in self.connectors if k in inputs)
         fallback = None
+        meter_ok = False
         if not cfg.has_site_meter:
             budget = site_window.max_w
             reason = "no site meter: the chargers' total held under the site window (R58, dedicated access)"
@@ -286,14 +291,24 @@ class EnergyManager:
             )
             reason = "fallback"
         else:
-            budget = ev_budget_w(site_window.max_w, self._meter_w, ev_now)
+            meter_ok = True
+            metered = self._meter_w
+            if cfg.ess is not None and cfg.meter_includes_ess and self.last is not None:
+                metered += self.last.ess_w  # what the site would import without the battery
+            budget = ev_budget_w(site_window.max_w, metered, ev_now)
             reason = (
-                f"eq. 1.2.5.1: {site_window.max_w / 1000:.2f} kW limit - {self._meter_w / 1000:.2f} kW metered"
+                f"eq. 1.2.5.1: {site_window.max_w / 1000:.2f} kW limit - {metered / 1000:.2f} kW metered"
                 f" + {ev_now / 1000:.2f} kW the chargers draw"
             )
-        expired = [link for link in site_window.links if link.expired is not None]
+        # An input that expired into a restrictive fallback is a fallback to report; one that simply
+        # ended (a demand response over: its fallback is no bound at all) is not.
+        expired = [
+            link.expired.source
+            for link in site_window.links
+            if link.expired is not None and (link.bound.max_w != math.inf or link.bound.min_w != -math.inf)
+        ]
         if expired and fallback is None:
-            fallback = "; ".join(f"{link.expired.source} expired" for link in expired if link.expired is not None)
+            fallback = "; ".join(f"{source} expired" for source in expired)
 
         windows: dict[int, Window] = {}
         demands: list[Demand] = []
@@ -321,7 +336,7 @@ class EnergyManager:
             )
 
         ess_w = 0.0
-        if cfg.ess is not None and self._ess_stored_wh is not None and fallback is None:
+        if cfg.ess is not None and self._ess_stored_wh is not None and meter_ok:
             # P_needed: every connector that wants power at least at its minimum, or what its departure
             # needs; the battery covers that, not every wish (it would be empty before the peak).
             needed = sum(min(d.max_w, max(d.needed_w, d.min_active_w)) for d in demands if d.max_w > 0)

@@ -4,6 +4,7 @@ purpose in the way the scenario is about: each scenario has at least one expecta
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,8 @@ import firmware.iec61851.pilot
 import firmware.ocpp.station
 import firmware.safety.supervisor
 from firmware.connector import Connector
+from firmware.energy.bounds import Bound
+from firmware.energy.manager import SITE_EMS, EnergyManager
 from firmware.iec61851.machine import ConnectorMachine
 from firmware.limits import Effective, LimitSet
 from firmware.ocpp.station import OcppStation
@@ -157,6 +160,38 @@ def _offline_messages_dropped(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(OcppStation, "enqueue", enqueue)
 
 
+def _battery_ignored(mp: pytest.MonkeyPatch) -> None:
+    """The energy manager never learns what its battery holds, so it never discharges it."""
+    mp.setattr(EnergyManager, "ess_state", lambda self, stored_wh: None)
+
+
+def _after_manager_init(change: Callable[[EnergyManager], None]) -> Breakage:
+    def apply(mp: pytest.MonkeyPatch) -> None:
+        original = EnergyManager.__post_init__
+
+        def post_init(self: EnergyManager) -> None:
+            original(self)
+            change(self)
+
+        mp.setattr(EnergyManager, "__post_init__", post_init)
+
+    return apply
+
+
+def _drop_ems_fallback(manager: EnergyManager) -> None:
+    """An expired EMS setpoint lifts the limit instead of falling back to the static one."""
+    manager.site_inputs.fallbacks[SITE_EMS] = Bound(SITE_EMS, detail="broken: no static limit")
+
+
+def _trust_a_silent_meter(manager: EnergyManager) -> None:
+    """The manager keeps balancing on the last reading of a site meter that went silent."""
+    manager.site = dataclasses.replace(manager.site, meter_timeout_s=1e9)
+
+
+def _demand_response_ignored(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(EnergyManager, "demand_response", lambda self, **kwargs: None)
+
+
 BREAKAGES: dict[str, Breakage] = {
     "home-ems-fallback": _expired_limits_dropped,
     "unplug-in-every-state": _slow_unplug_detection,
@@ -174,6 +209,10 @@ BREAKAGES: dict[str, Breakage] = {
     "demo-ac-session": _suppress(FaultCode.RCD_TRIPPED),
     "ocpp-smart-charging": _charging_profiles_ignored,
     "ocpp-offline-session": _offline_messages_dropped,
+    "amsterdam-event-evening": _battery_ignored,
+    "home-ems-loss-fallback": _after_manager_init(_drop_ems_fallback),
+    "demand-response": _demand_response_ignored,
+    "site-meter-loss": _after_manager_init(_trust_a_silent_meter),
 }
 
 
