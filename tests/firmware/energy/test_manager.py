@@ -192,3 +192,29 @@ def test_site_config_errors_are_clear() -> None:
         manager.set_connector_input(7, Bound("ems", max_w=1))
     with pytest.raises(ValueError, match="cannot be removed"):
         manager.clear_site_input("grid")
+
+
+def test_a_meter_at_the_connection_point_does_not_count_the_battery_twice() -> None:
+    """The meter sees the battery's discharge as less import: the manager adds its own setpoint back,
+    so the battery's help stays steady instead of alternating between full and nothing."""
+    manager = site(4, 20, ess=EssConfig(max_discharge_w=50_000, min_energy_wh=0))
+    manager.ess_state(100_000)
+    building, draws, history = 10_000.0, dict.fromkeys(range(1, 5), 0.0), []
+    for t in range(10):
+        ess = manager.last.ess_w if manager.last is not None else 0.0
+        manager.site_meter(building + sum(draws.values()) - ess, float(t))
+        result = manager.cycle(float(t), wanting(draws))
+        draws = {k: r.power_w for k, r in result.connectors.items()}
+        history.append(result.ess_w)
+    assert max(history[2:]) - min(history[2:]) < 1.0, history
+    assert history[-1] == pytest.approx(4 * 4_140 - 10_000)
+
+
+def test_a_demand_response_that_ended_is_not_a_fallback() -> None:
+    manager = site(1, 50)
+    manager.site_meter(20_000, 0.0)
+    manager.demand_response(reduce_by_w=5_000, until=60.0, now=0.0)
+    assert manager.cycle(0.0, wanting({1: 0})).fallback is None
+    manager.site_meter(20_000, 61.0)
+    after = manager.cycle(61.0, wanting({1: 0}))
+    assert after.fallback is None and after.site_window.max_w == 50_000
