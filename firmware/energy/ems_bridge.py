@@ -174,6 +174,10 @@ class EmsBridge:
         deadline = now + (prefs.departure_at - self.wall_clock())
         return max(0.0, prefs.min_energy_wh - delivered), deadline
 
+    def discharge_floor(self, connector: int) -> float | None:
+        prefs = self.preferences.get(connector)
+        return prefs.discharge_floor_soc_pct if prefs is not None else None
+
     def _check(self, connector: int) -> None:
         if connector not in self.connectors:
             raise ValueError(f"this charger has no connector {connector}")

@@ -43,6 +43,7 @@ BOARD_RATING = "board_rating"
 HARDWARE = "hardware"  # the connector's own limit chain, in W
 DISCHARGE = "discharge"  # discharge authorisation (V2G): absent = no discharge
 EV = "ev"  # what the EV takes
+KEEP = "keep"  # what the user keeps: discharge floor, energy needed before departure
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,9 @@ class ConnectorInput:
     ev_max_w: float | None = None
     needed_wh: float = 0.0
     deadline: float | None = None
+    #: The EV's state of charge when it tells (ISO 15118), and the user's discharge floor (R84, R135).
+    soc_pct: float | None = None
+    discharge_floor_pct: float | None = None
 
 
 _IDLE = ConnectorInput()
@@ -322,6 +326,11 @@ class EnergyManager:
                 own.set(Bound(HARDWARE, max_w=hw_max, min_w=-hw_max, priority=prio.SAFETY, detail=detail))
             if own.get(DISCHARGE) is None:  # authorise_discharge() replaces it (bidirectional connectors only)
                 own.set(Bound(DISCHARGE, min_w=0.0, priority=prio.SAFETY, detail="discharge not authorised"))
+            keep = _keep(spec, ci, now)
+            if keep is None:
+                own.clear(KEEP)
+            elif own.get(KEEP) != keep:
+                own.set(keep)
             if ci.ev_max_w is not None:
                 own.set(Bound(EV, max_w=max(0.0, ci.ev_max_w), priority=prio.USER, detail="what the EV takes"))
             else:
@@ -411,3 +420,20 @@ class EnergyManager:
 
     def keys(self) -> Iterable[int]:
         return self.connectors.keys()
+
+
+def _keep(spec: ConnectorSpec, ci: ConnectorInput, now: float) -> Bound | None:
+    """No discharge below the user's floor (unknown SoC with a floor set: none at all, default deny), nor
+    when what it would give back could not be recharged before departure (R84, R130, R135)."""
+    if not spec.bidirectional:
+        return None
+    if ci.discharge_floor_pct is not None and (ci.soc_pct is None or ci.soc_pct <= ci.discharge_floor_pct):
+        why = "state of charge unknown" if ci.soc_pct is None else f"SoC {ci.soc_pct:.0f} %"
+        return Bound(
+            KEEP, min_w=0.0, priority=prio.SAFETY, detail=f"discharge floor {ci.discharge_floor_pct:.0f} %: {why}"
+        )
+    if ci.deadline is not None and ci.needed_wh > 0:
+        rechargeable_wh = max(0.0, ci.deadline - now) * ci.hardware_max_w / 3600.0
+        if rechargeable_wh <= ci.needed_wh:
+            return Bound(KEEP, min_w=0.0, priority=prio.SAFETY, detail="its departure needs every Wh it has")
+    return None

@@ -60,6 +60,7 @@ class EnergyService:
             clock=clock,
             site_meter=bridge.take_site_reading if config.site_meter == "ems" else None,
             needs=bridge.needs,
+            discharge_floor=bridge.discharge_floor,
         )
         return cls(manager, controller, bridge, config, clock, station_id)
 

@@ -72,6 +72,7 @@ class SiteController:
         grid: Callable[[], tuple[float, float] | None] | None = None,
         der_period_s: float = DER_PERIOD_S,
         needs: Callable[[int, float], tuple[float, float | None]] | None = None,
+        discharge_floor: Callable[[int], float | None] | None = None,
     ) -> None:
         missing = set(connectors) - set(manager.connectors)
         if missing:
@@ -96,6 +97,8 @@ class SiteController:
         self.der_outputs: dict[int, DerOutput] = {}
         #: (energy needed in Wh, departure as monotonic time) per connector: the user's preferences.
         self.needs = needs
+        #: The user's discharge floor (SoC %) per connector: no V2G below it (R84, R135).
+        self.discharge_floor = discharge_floor
 
     async def run(self) -> None:
         """A cycle every ``period_s``; with DER functions, the grid is also checked every
@@ -189,6 +192,9 @@ class SiteController:
             ev_max_w=usage.cap_w,
             needed_wh=needed_wh,
             deadline=deadline,
+            # The AC pilot does not tell the SoC; ISO 15118 will (issue 8). Unknown SoC + a floor: no V2G.
+            soc_pct=None,
+            discharge_floor_pct=self.discharge_floor(key) if self.discharge_floor is not None else None,
         )
 
     # ------------------------------------------------------------------------------ applying

@@ -218,3 +218,28 @@ def test_a_demand_response_that_ended_is_not_a_fallback() -> None:
     manager.site_meter(20_000, 61.0)
     after = manager.cycle(61.0, wanting({1: 0}))
     assert after.fallback is None and after.site_window.max_w == 50_000
+
+
+@pytest.mark.parametrize(
+    ("soc", "floor", "needed_wh", "deadline", "discharges"),
+    [
+        (80.0, 30.0, 0.0, None, True),  # above the floor: V2B may use it
+        (25.0, 30.0, 0.0, None, False),  # at or below the floor: never
+        (None, 30.0, 0.0, None, False),  # SoC unknown with a floor set: default deny
+        (80.0, None, 10_000.0, 7_200.0, True),  # 2 h x 22 kW can recharge 10 kWh: it may give
+        (80.0, None, 50_000.0, 7_200.0, False),  # 50 kWh needed in 2 h: every Wh stays
+    ],
+)
+def test_discharge_respects_the_floor_and_the_departure(
+    soc: float | None, floor: float | None, needed_wh: float, deadline: float | None, discharges: bool
+) -> None:
+    specs = {1: ConnectorSpec(1, "a", 3, V, bidirectional=True)}
+    manager = EnergyManager(SiteConfig(grid_import_max_w=10_000, grid_export_max_w=10_000), specs)
+    manager.authorise_discharge(1, 11_000, source="iso15118-20")
+    manager.site_meter(16_000, 0.0)  # 6 kW over the limit without the EV
+    ci = ConnectorInput(
+        wants_power=True, hardware_max_w=FULL_22KW, soc_pct=soc, discharge_floor_pct=floor,
+        needed_wh=needed_wh, deadline=deadline,
+    )  # fmt: skip
+    result = manager.cycle(0.0, {1: ci}).connectors[1]
+    assert (result.power_w < 0) is discharges, result.window.explain()
