@@ -573,6 +573,72 @@ def _demand_response_met(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
     return not failed, "; ".join(results)
 
 
+# ------------------------------------------------------------------------------------------ grid events
+def _split_at_trigger(spec: CheckSpec, facts: RunFacts) -> tuple[float, int, str]:
+    """The check's trigger: (its time, the index of the first record after it, how to name it). For
+    ``event`` the trigger is that event's ``action`` record (the first of its action at or after its
+    ``at``): records before it show what was in force, those after it the response. For ``at_s``:
+    records before that time, and those from it on."""
+    records = facts.records
+    if spec.at_s is not None:
+        split = next((i for i, r in enumerate(records) if r["t"] >= spec.at_s - 1e-9), len(records))
+        return spec.at_s, split, f"t={spec.at_s:g}"
+    assert spec.event is not None
+    event = facts.scenario.events[spec.event]
+    for i, r in enumerate(records):
+        if r["ev"] == "action" and r.get("action") == event.action and r["t"] >= event.at - 1e-6:
+            return r["t"], i + 1, f"events[{spec.event}] ({event.action} at t={r['t']:.3f})"
+    raise LookupError(f"events[{spec.event}] ({event.action} at {event.at:g} s) is not in the trace")
+
+
+def _offer_stopped_within(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    """After the trigger, every listed connector that was offering withdraws its PWM offer (a pilot
+    record that offers no current: PWM off, or a duty that decodes to 0 A) within ``within_s``. A
+    connector that offered nothing when the trigger came fails: there was nothing to withdraw. The
+    evidence names the limit below 6 A that came first, if one did (what made the connector withdraw)."""
+    assert spec.within_s is not None and spec.connectors is not None
+    try:
+        t0, split, trigger = _split_at_trigger(spec, facts)
+    except LookupError as exc:
+        return False, str(exc)
+    before, after = facts.records[:split], facts.records[split:]
+    lines, failed = [], False
+    for n in spec.connectors:
+        src = f"connector{n}"
+        pilots = [r for r in before if r["src"] == src and r["ev"] == "pilot"]
+        offered = _offer_a(pilots[-1]) if pilots else 0.0
+        if offered <= 0:
+            failed = True
+            lines.append(f"connector {n}: no offer at t={t0:.3f}, nothing to withdraw")
+            continue
+        withdrawn = next((r for r in after if r["src"] == src and r["ev"] == "pilot" and _offer_a(r) <= 0), None)
+        limit = next(
+            (
+                r
+                for r in after
+                if r["src"] == src
+                and r["ev"] == "limit"
+                and not r.get("expired")
+                and float(r.get("value", math.inf)) < MIN_CHARGING_A
+                and (withdrawn is None or r["t"] <= withdrawn["t"])
+            ),
+            None,
+        )
+        cause = f" ({limit.get('source')} limit {limit['value']:g} A at +{limit['t'] - t0:.3f} s)" if limit else ""
+        if withdrawn is None:
+            failed = True
+            lines.append(f"connector {n}: {offered:.1f} A offered, never withdrawn{cause}")
+            continue
+        latency = withdrawn["t"] - t0
+        text = f"connector {n}: {offered:.1f} A withdrawn after {latency:.3f} s{cause}"
+        if latency > spec.within_s + 1e-9:
+            failed = True
+            text += " (too late)"
+        lines.append(text)
+    verdict = "not all offers withdrawn" if failed else "every offer withdrawn"
+    return not failed, f"after {trigger}: {verdict} within {spec.within_s:g} s: " + "; ".join(lines)
+
+
 _CHECKS: dict[str, Callable[[CheckSpec, RunFacts], tuple[bool, str]]] = {
     "contactor_opens_within": _contactor_opens_within,
     "contactor_never_closed_without": _contactor_never_closed_without,
@@ -594,4 +660,5 @@ _CHECKS: dict[str, Callable[[CheckSpec, RunFacts], tuple[bool, str]]] = {
     "chargers_power": _chargers_power,
     "site_power": _site_power,
     "demand_response_met": _demand_response_met,
+    "offer_stopped_within": _offer_stopped_within,
 }

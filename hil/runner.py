@@ -6,8 +6,9 @@ connector firmware (state machine, supervisor, journal) on its mocked HAL; the E
 plants' knobs; the site model adds the building and the PV to the chargers' power at the connection
 point. With ``site.energy_manager`` the real site energy manager (firmware.energy) runs beside them on
 the same clock: it reads the site model's meter and the connectors, shares the grid limit among them
-and discharges the site battery. Everything lands in the trace; the checks are evaluated on it
-afterwards.
+and discharges the site battery; with ``site.energy_manager.der`` each connector also runs the DER
+grid-support functions on the site model's grid voltage and frequency. Everything lands in the trace;
+the checks are evaluated on it afterwards.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from board.loader import resolve, shipped_boards
 from firmware.connector import ConnectorSettings
 from firmware.energy import bounds as energy_priority
 from firmware.energy.bounds import Bound
+from firmware.energy.der import DerController, DerOutput
 from firmware.energy.manager import SITE_EMS, ConnectorSpec, CycleResult, EnergyManager, EssConfig, SiteConfig
-from firmware.energy.site_controller import SiteController
+from firmware.energy.site_controller import DER_PERIOD_S, SiteController
 from firmware.limits import Limit
 from firmware.safety.faults import FaultCode
 from firmware.simulation import SimulatedCharger
@@ -42,7 +44,16 @@ from hal.sim.plant import Plant
 from hil.backend import Backend
 from hil.expect import CheckResult, RunFacts, evaluate
 from hil.models.ev import CHARGE_EFFICIENCY, AcEv
-from hil.scenario import EV_FAULTS, CheckSpec, EventSpec, EvSpec, Scenario
+from hil.scenario import (
+    EV_FAULTS,
+    CheckSpec,
+    EnergyManagerSpec,
+    EventSpec,
+    EvSpec,
+    Scenario,
+    ScenarioError,
+    der_settings,
+)
 from hil.site import Site
 from hil.trace import TRACE_FORMAT, TraceWriter
 
@@ -64,6 +75,22 @@ ENERGY_TRACE_SHARE = 0.01
 BATTERY_TRACE_PERIOD_S = 60.0
 
 LineSink = Callable[[dict[str, Any]], None]
+
+
+class TracedSiteController(SiteController):
+    """The firmware's site controller, with ``on_der`` called right after every DER tick (the grid
+    check every ``der_period_s``) with the connectors' DER outputs of that tick: the rig traces a
+    changed DER window at the instant the controller computed it, not at the next cycle or poll."""
+
+    def __init__(self, *args: Any, on_der: Callable[[dict[int, DerOutput]], None] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_der = on_der
+
+    def der_tick(self) -> bool:
+        urgent = super().der_tick()
+        if self.on_der is not None:
+            self.on_der(self.der_outputs)
+        return urgent
 
 
 @dataclass
@@ -108,6 +135,11 @@ class ScenarioRun:
         self.energy_cycles = 0
         self._last_energy: dict[str, Any] | None = None
         self._last_battery: tuple[float, float] | None = None  # (t, W) of the last battery record
+        # The DER functions (site.energy_manager.der): one controller per connector, the nominal voltage
+        # the site's grid voltage is divided by, and each connector's last traced window.
+        self.der: dict[int, DerController] = {}
+        self._der_v_nom = 230.0
+        self._last_der: dict[int, tuple[float, float, str | None]] = {}
 
     # ------------------------------------------------------------------ time
     def now(self) -> float:
@@ -220,14 +252,68 @@ class ScenarioRun:
         self.energy = EnergyManager(config, specs)
         # The EVs' departures and energy needs reach the manager only when a scenario gives them.
         departures = any(ev.departure is not None for ev in self.scenario.evs)
-        self.site_controller = SiteController(
+        self.der = self._der_controllers(spec)
+        der_period = DER_PERIOD_S
+        for controller in self.der.values():
+            ffr = controller.settings.ffr
+            if ffr is not None:  # sample at least as often as FFR's deadline budget assumes
+                der_period = min(der_period, ffr.sample_period_s)
+        self.site_controller = TracedSiteController(
             self.energy,
             connectors,
             clock=self.clock,
             site_meter=self._read_site_meter,
             on_cycle=self._on_cycle,
             needs=self._ev_needs if departures else None,
+            der=self.der or None,
+            grid=self._grid if self.der else None,
+            der_period_s=der_period,
+            on_der=self._on_der,
         )
+
+    def _der_controllers(self, spec: EnergyManagerSpec) -> dict[int, DerController]:
+        """One DER controller per connector from ``site.energy_manager.der``; where the mapping has no
+        ``p_rated_w``, ``v_nom_v`` or ``f_nom_hz``, the board's rating (its ``max_power_w``, else
+        current x phases x nominal voltage), nominal voltage and grid frequency."""
+        if spec.der is None:
+            return {}
+        controllers = {}
+        for n, charger in self.chargers.items():
+            ratings = charger.config.ratings
+            rating_w = ratings.max_power_w or ratings.max_current_a * ratings.phases * ratings.nominal_voltage_v
+            try:
+                settings = der_settings(
+                    spec.der,
+                    p_rated_w=rating_w,
+                    v_nom_v=ratings.nominal_voltage_v,
+                    f_nom_hz=float(ratings.grid_frequency_hz),
+                )
+            except ValueError as exc:
+                board = charger.config.board.name
+                raise ScenarioError(
+                    self.scenario.name,
+                    [f"site.energy_manager.der on connector {n} (board {board}, rating {rating_w:g} W): {exc}"],
+                ) from exc
+            controllers[n] = DerController(settings, in_service=spec.der_in_service)
+            self._der_v_nom = settings.v_nom_v
+        return controllers
+
+    def _grid(self) -> tuple[float, float]:
+        """What the DER functions measure: the site's grid voltage (p.u. of the DER nominal voltage: the
+        board's unless the scenario's der mapping sets v_nom_v) and frequency."""
+        return self.site.voltage_v / self._der_v_nom, self.site.frequency_hz
+
+    def _on_der(self, outputs: dict[int, DerOutput]) -> None:
+        """After every DER tick: a ``der`` record for each connector whose window or trip changed."""
+        for n in sorted(outputs):
+            out = outputs[n]
+            key = (round(out.p_max_w, 1) + 0.0, round(out.p_min_w, 1) + 0.0, out.trip)  # + 0.0: no "-0.0"
+            if self._last_der.get(n) == key:
+                continue
+            self._last_der[n] = key
+            self._write(
+                "energy", "der", connector=n, p_max_W=key[0], p_min_W=key[1], trip=out.trip, reasons=list(out.reasons)
+            )
 
     def _ev_needs(self, connector: int, now: float) -> tuple[float, float | None]:
         """The user's preferences of the EV on ``connector``: the energy it still needs from the charger
@@ -636,6 +722,10 @@ def _energy_summary(run: ScenarioRun) -> dict[str, Any]:
             1 for a, b in zip([None, *cycles], cycles, strict=False) if b["fallback"] and not (a and a["fallback"])
         ),
     }
+    ffr = [c.ffr for c in run.der.values() if c.ffr is not None]
+    if ffr:
+        out["ffr_activations"] = {str(n): c.ffr.activations for n, c in run.der.items() if c.ffr is not None}
+        out["ffr_late_samples"] = sum(f.late_samples for f in ffr)
     battery = run.site.battery
     if battery is not None:
         out["battery_soc_end"] = round(battery.soc, 4)

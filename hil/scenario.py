@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from firmware.energy.der_settings import DerConfigError, DerSettings
 
 # ------------------------------------------------------------------------------------------ durations
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|min|ms|s)")
@@ -78,6 +80,49 @@ class EnergyManagerSpec(_Model):
     hold_s: float = Field(default=10.0, ge=0)
     min_pause_s: float = Field(default=60.0, ge=0)
     step_kw: float = Field(default=0.69, ge=0)
+    #: The DER grid-support functions (firmware.energy.der) on every connector: the mapping
+    #: ``DerSettings.from_dict`` reads (docs/der.md); ``p_rated_w``, ``v_nom_v`` and ``f_nom_hz`` default
+    #: to the board's ratings (see :func:`der_settings`).
+    der: dict[str, Any] | None = None
+    #: The DER functions start in service (as if the enter-service conditions had already been met);
+    #: false: each connector stays out of service until the grid has been in the enter-service window
+    #: for its delay (default deny, docs/der.md).
+    der_in_service: bool = True
+
+    @field_validator("der")
+    @classmethod
+    def _der(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            # The board's ratings are not known here: check everything else with stand-ins; the runner
+            # checks again with the real ratings before anything starts.
+            der_settings(value, p_rated_w=_DER_STAND_IN_RATING_W, v_nom_v=230.0, f_nom_hz=50.0)
+        return value
+
+    @model_validator(mode="after")
+    def _der_in_service(self) -> EnergyManagerSpec:
+        if "der_in_service" in self.model_fields_set and self.der is None:
+            raise ValueError("der_in_service is for the DER functions: give der as well")
+        return self
+
+
+#: The rating the scenario check gives a DER mapping without ``p_rated_w`` (a board's rating is known only
+#: at run time): large, so that no setting is refused for exceeding it here.
+_DER_STAND_IN_RATING_W = 1e9
+
+
+def der_settings(mapping: dict[str, Any], *, p_rated_w: float, v_nom_v: float, f_nom_hz: float) -> DerSettings:
+    """The DER settings of a scenario's ``site.energy_manager.der`` for one connector: the mapping's own
+    values, and where it has none the connector's rating (``p_rated_w``), the board's nominal voltage
+    (``v_nom_v``) and nominal grid frequency (``f_nom_hz``). A bad mapping raises ValueError with the key
+    path inside ``der`` (``ffr.activation_hz: must be one of 49.7, 49.6, 49.5, not '49.4'``)."""
+    data = {"p_rated_w": p_rated_w, "v_nom_v": v_nom_v, "f_nom_hz": f_nom_hz, **mapping}
+    try:
+        return DerSettings.from_dict(data)
+    except DerConfigError as exc:
+        message = str(exc)
+        for prefix in ("der.", "der: "):  # the error names its key path from "der"; the field already says it
+            message = message.removeprefix(prefix)
+        raise ValueError(message) from exc
 
 
 class BatterySpec(_Model):
@@ -304,6 +349,7 @@ class CheckSpec(_Model):
         "chargers_power",
         "site_power",
         "demand_response_met",
+        "offer_stopped_within",
     ]
     after: Literal["unplug", "ev_stop", "fault", "pause"] | None = None
     within_ms: float | None = Field(default=None, gt=0)
@@ -330,6 +376,8 @@ class CheckSpec(_Model):
     connectors: list[Annotated[int, Field(ge=1)]] | None = Field(default=None, min_length=1)  # all_charging
     min_kw: float | None = None  # chargers_power, site_power
     max_kw: float | None = None
+    event: int | None = Field(default=None, ge=0)  # offer_stopped_within: after events[event] ...
+    at_s: Duration | None = None  # ... or after this time
 
     @model_validator(mode="after")
     def _parameters(self) -> CheckSpec:
@@ -350,12 +398,15 @@ class CheckSpec(_Model):
             "ess_discharged": ("min_kwh",),
             "all_charging": ("connectors", "from_s"),
             "demand_response_met": ("within_s",),
+            "offer_stopped_within": ("within_s", "connectors"),
         }
         missing = [name for name in needs.get(self.check, ()) if getattr(self, name) is None]
         if missing:
             raise ValueError(f"check {self.check!r} needs {', '.join(missing)}")
         if self.check in ("ocpp_messages", "backend_transactions") and self.count is None and self.min_count is None:
             raise ValueError(f"check {self.check!r} needs count or min_count")
+        if self.check == "offer_stopped_within" and (self.event is None) == (self.at_s is None):
+            raise ValueError("check 'offer_stopped_within' needs either event (an index in events) or at_s")
         if self.check in ("chargers_power", "site_power") and self.min_kw is None and self.max_kw is None:
             raise ValueError(f"check {self.check!r} needs min_kw and/or max_kw")
         if self.from_s is not None and self.to_s is not None and self.to_s < self.from_s:
@@ -424,6 +475,11 @@ class Scenario(_Model):
                 raise ValueError(f"expect[{i}]: check {check.check!r} needs site.battery")
             if check.check == "demand_response_met" and not any(e.action == "demand_response" for e in self.events):
                 raise ValueError(f"expect[{i}]: check 'demand_response_met' needs a demand_response event")
+            if check.event is not None and check.event >= len(self.events):
+                have = f"0..{len(self.events) - 1}" if self.events else "none"
+                raise ValueError(f"expect[{i}]: event {check.event} is not an index of events ({have})")
+            if check.at_s is not None and check.at_s > self.duration:
+                raise ValueError(f"expect[{i}]: at_s = {check.at_s:g} s is after the end ({self.duration:g} s)")
         return self
 
     @property
@@ -435,7 +491,7 @@ class Scenario(_Model):
         return max(used, default=1)
 
 
-class ScenarioError(Exception):
+class ScenarioError(ValueError):
     def __init__(self, path: Path | str, problems: list[str]) -> None:
         self.path = str(path)
         self.problems = problems

@@ -20,6 +20,9 @@ EV model (:class:`hil.models.ev.AcEv`):
 * no EV relay is ever switched while the load draws: input off first, then the relays (the order of
   the safe stop, applied to every EV action), then the load follows the rule above again.
 
+The site energy manager (``site.energy_manager``, with its DER functions) is not run on a bench: such
+a scenario is refused before anything is opened (:func:`check_scenario`).
+
 The trace has the connector records as in simulation, plus:
 
 * ``{"src": "<ev id>", "ev": "power", "W": 3680.0, "A": 16.0}``: the load's measurements, every
@@ -162,6 +165,14 @@ def check_scenario(scenario: Scenario, rig: RigConfig, board: BoardConfig) -> li
     for ev in scenario.evs:
         if rig.ev.pp_pin(ev.cable_a) is None:
             problems.append(f"EV {ev.id}: cable_a = {ev.cable_a} needs ev.pp_{ev.cable_a}a_pin in the rig file")
+    site = scenario.site
+    if site is not None and site.energy_manager is not None:
+        # The manager would read the simulation's site meter and grid models, not the bench's
+        # instruments, and its checks would judge numbers the bench never measured.
+        problems.append(
+            "site.energy_manager: the bench does not run the site energy manager (nor its DER functions); "
+            "run this scenario in simulation (without --bench)"
+        )
     simulated = board.board.simulated
     cap = rig_current_cap_a(rig)
     for i, event in enumerate(scenario.events):

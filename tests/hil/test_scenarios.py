@@ -20,6 +20,7 @@ import firmware.ocpp.station
 import firmware.safety.supervisor
 from firmware.connector import Connector
 from firmware.energy.bounds import Bound
+from firmware.energy.der import DerController
 from firmware.energy.manager import SITE_EMS, EnergyManager
 from firmware.iec61851.machine import ConnectorMachine
 from firmware.limits import Effective, LimitSet
@@ -192,6 +193,15 @@ def _demand_response_ignored(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(EnergyManager, "demand_response", lambda self, **kwargs: None)
 
 
+def _ffr_ignored(mp: pytest.MonkeyPatch) -> None:
+    """The DER functions never apply fast frequency response: a frequency drop leaves the window open."""
+
+    def ffr(self: DerController, t: float, f: float, lo: float, hi: float, *args: Any) -> float:
+        return hi
+
+    mp.setattr(DerController, "_ffr", ffr)
+
+
 BREAKAGES: dict[str, Breakage] = {
     "home-ems-fallback": _expired_limits_dropped,
     "unplug-in-every-state": _slow_unplug_detection,
@@ -213,6 +223,7 @@ BREAKAGES: dict[str, Breakage] = {
     "home-ems-loss-fallback": _after_manager_init(_drop_ems_fallback),
     "demand-response": _demand_response_ignored,
     "site-meter-loss": _after_manager_init(_trust_a_silent_meter),
+    "frequency-event": _ffr_ignored,
 }
 
 
