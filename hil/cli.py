@@ -98,7 +98,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     on_line = live_printer(args.quiet)
     if args.bench is not None:
         return _run_bench(args, scenario, path, out, on_line)
-    result = asyncio.run(run_scenario(scenario, path.parent, out, realtime=args.realtime, on_line=on_line))
+    try:
+        result = asyncio.run(run_scenario(scenario, path.parent, out, realtime=args.realtime, on_line=on_line))
+    except ScenarioError as exc:  # found only when the boards are open (e.g. a DER rating conflict)
+        print(exc, file=sys.stderr)
+        return 2
     print_outcome(result, scenario.name)
     return 0 if result.passed else 1
 
