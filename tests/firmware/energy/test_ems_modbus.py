@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import struct
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -30,6 +29,7 @@ from firmware.energy.ems_port import (
     UserPreferences,
 )
 from hal.clock import VirtualClock
+from tests.firmware.energy.fake_ems import FakeEms
 
 KEY = 0x5EC2E7A5
 NOW = 1000.0
@@ -82,50 +82,6 @@ def _snapshot() -> EmsSnapshot:
     )
 
 
-@dataclass
-class FakeEms:
-    snap: EmsSnapshot = field(default_factory=_snapshot)
-    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    refuse: bool = False
-
-    def commands(self) -> list[tuple[str, dict[str, Any]]]:
-        return [c for c in self.calls if c[0] != "heartbeat"]
-
-    def set_site_limit(
-        self, *, import_max_w: float | None, export_max_w: float | None, expires_at: float | None, source: str
-    ) -> None:
-        if self.refuse:
-            raise ValueError("refused by the energy manager")
-        self.calls.append(
-            (
-                "set_site_limit",
-                dict(import_max_w=import_max_w, export_max_w=export_max_w, expires_at=expires_at, source=source),
-            )
-        )
-
-    def set_connector_setpoint(
-        self, connector: int, *, power_w: float | None, expires_at: float | None, source: str
-    ) -> None:
-        self.calls.append(
-            ("set_connector_setpoint", dict(connector=connector, power_w=power_w, expires_at=expires_at, source=source))
-        )
-
-    def demand_response(self, *, reduce_by_w: float, until: float, source: str) -> None:
-        self.calls.append(("demand_response", dict(reduce_by_w=reduce_by_w, until=until, source=source)))
-
-    def set_preferences(self, connector: int, prefs: UserPreferences) -> None:
-        self.calls.append(("set_preferences", dict(connector=connector, prefs=prefs)))
-
-    def snapshot(self) -> EmsSnapshot:
-        return self.snap
-
-    def heartbeat(self, source: str, now: float) -> None:
-        self.calls.append(("heartbeat", dict(source=source, now=now)))
-
-    def site_measurement(self, *, power_w: float, source: str, now: float) -> None:
-        self.calls.append(("site_measurement", dict(power_w=power_w, source=source, now=now)))
-
-
 @contextlib.asynccontextmanager
 async def serving(ems: FakeEms, **kw: Any) -> AsyncIterator[EmsModbusServer]:
     server = EmsModbusServer(ems, unlock_key=KEY, clock=VirtualClock(NOW), port=0, **kw)
@@ -169,7 +125,7 @@ def _run(coro: Any) -> None:
 
 def test_input_registers_read_back_the_snapshot() -> None:
     async def main() -> None:
-        async with serving(FakeEms()) as server, connected(server) as client:
+        async with serving(FakeEms(_snapshot)) as server, connected(server) as client:
             site = await read_input(client, 0, 20)
             assert site[0:2] == [1, 2]  # map version, connector count
             assert as_i32(site[2:4]) == 4400  # site power, rounded to W
@@ -248,7 +204,7 @@ WRITES: list[tuple[int, list[int], tuple[str, dict[str, Any]]]] = [
 
 def test_accepted_writes_reach_the_energy_manager_and_read_back() -> None:
     async def main() -> None:
-        ems = FakeEms()
+        ems = FakeEms(_snapshot)
         async with serving(ems) as server, connected(server, unlock=True) as client:
             assert (await read_input(client, 9, 1)) == [1]  # this connection is unlocked
             for address, values, _ in WRITES:
@@ -296,7 +252,7 @@ INVALID: list[tuple[int, list[int], int]] = [
 
 def test_invalid_writes_are_rejected_and_never_reach_the_energy_manager() -> None:
     async def main() -> None:
-        ems = FakeEms()
+        ems = FakeEms(_snapshot)
         async with serving(ems) as server, connected(server, unlock=True) as client:
             for address, values, code in INVALID:
                 assert await write(client, address, values) == code, (address, values)
@@ -321,7 +277,7 @@ def test_invalid_writes_are_rejected_and_never_reach_the_energy_manager() -> Non
 
 def test_writes_are_refused_until_the_unlock_key_on_that_connection() -> None:
     async def main() -> None:
-        ems = FakeEms()
+        ems = FakeEms(_snapshot)
         limit = [*i32(11000), *NONE32, 60]
         async with serving(ems) as server, connected(server) as client, connected(server) as other:
             assert await write(client, 1004, limit) == ILLEGAL_FUNCTION
@@ -349,7 +305,7 @@ def test_writes_are_refused_until_the_unlock_key_on_that_connection() -> None:
 
 def test_a_client_outside_the_allow_list_is_disconnected_before_any_request() -> None:
     async def main() -> None:
-        ems = FakeEms()
+        ems = FakeEms(_snapshot)
         async with serving(ems, allowed_clients=["192.0.2.10", "198.51.100.0/24"]) as server:
             client = AsyncModbusTcpClient("127.0.0.1", port=server.bound_port, timeout=0.5, retries=0)
             try:
@@ -370,9 +326,9 @@ def test_a_client_outside_the_allow_list_is_disconnected_before_any_request() ->
 def test_configuration_is_checked() -> None:
     for key in (0, -1, 2**32, True):
         with pytest.raises(ValueError, match="unlock_key"):
-            EmsModbusServer(FakeEms(), unlock_key=key, clock=VirtualClock())
+            EmsModbusServer(FakeEms(_snapshot), unlock_key=key, clock=VirtualClock())
     with pytest.raises(ValueError, match="allowed_clients"):
-        EmsModbusServer(FakeEms(), unlock_key=KEY, clock=VirtualClock(), allowed_clients=["ems.local"])
+        EmsModbusServer(FakeEms(_snapshot), unlock_key=KEY, clock=VirtualClock(), allowed_clients=["ems.local"])
 
 
 _power = st.one_of(st.none(), st.floats(-MAX_POWER_W, MAX_POWER_W))

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import pytest
 from firmware.energy.ems_mqtt import EmsMqttClient
 from firmware.energy.ems_port import ConnectorSnapshot, ConnectorState, EmsSnapshot, UserPreferences
 from hal.clock import RealClock
+from tests.firmware.energy.fake_ems import FakeEms
 from tests.peers.mosquitto import INSTALL_TIMEOUT_S, MosquittoBroker
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -74,52 +75,6 @@ def _snapshot(**site: Any) -> EmsSnapshot:
     }
     values.update(site)
     return EmsSnapshot(**values)
-
-
-@dataclass
-class FakeEms:
-    """Records every call; the snapshot is whatever the test sets."""
-
-    snap: EmsSnapshot = field(default_factory=_snapshot)
-    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    refuse: bool = False
-
-    def commands(self) -> list[tuple[str, dict[str, Any]]]:
-        return [c for c in self.calls if c[0] != "heartbeat"]
-
-    def set_site_limit(
-        self, *, import_max_w: float | None, export_max_w: float | None, expires_at: float | None, source: str
-    ) -> None:
-        if self.refuse:
-            raise ValueError("import_max_w: refused by the energy manager")
-        self.calls.append(
-            (
-                "set_site_limit",
-                dict(import_max_w=import_max_w, export_max_w=export_max_w, expires_at=expires_at, source=source),
-            )
-        )
-
-    def set_connector_setpoint(
-        self, connector: int, *, power_w: float | None, expires_at: float | None, source: str
-    ) -> None:
-        self.calls.append(
-            ("set_connector_setpoint", dict(connector=connector, power_w=power_w, expires_at=expires_at, source=source))
-        )
-
-    def demand_response(self, *, reduce_by_w: float, until: float, source: str) -> None:
-        self.calls.append(("demand_response", dict(reduce_by_w=reduce_by_w, until=until, source=source)))
-
-    def set_preferences(self, connector: int, prefs: UserPreferences) -> None:
-        self.calls.append(("set_preferences", dict(connector=connector, prefs=prefs)))
-
-    def snapshot(self) -> EmsSnapshot:
-        return self.snap
-
-    def heartbeat(self, source: str, now: float) -> None:
-        self.calls.append(("heartbeat", dict(source=source, now=now)))
-
-    def site_measurement(self, *, power_w: float, source: str, now: float) -> None:
-        self.calls.append(("site_measurement", dict(power_w=power_w, source=source, now=now)))
 
 
 @dataclass
@@ -295,7 +250,7 @@ COMMANDS: list[tuple[str, dict[str, Any], tuple[str, dict[str, Any]]]] = [
 
 def test_commands_reach_the_energy_manager_with_their_values(broker: MosquittoBroker) -> None:
     async def main() -> None:
-        ems = FakeEms()
+        ems = FakeEms(_snapshot)
         async with EmsPeer(broker) as peer, running(_client(ems, broker)):
             await peer.wait("availability", _online)
             for topic, payload, _ in COMMANDS:
@@ -356,7 +311,7 @@ def test_invalid_commands_get_an_error_reply_naming_the_field_and_never_reach_th
     broker: MosquittoBroker,
 ) -> None:
     async def main() -> None:
-        ems = FakeEms()
+        ems = FakeEms(_snapshot)
         async with EmsPeer(broker) as peer:
             # A retained command would be replayed by the broker at every (re)subscription: refused, even valid.
             # A retained site measurement would be a stale meter reading with a fresh receive time.
@@ -418,7 +373,7 @@ def test_a_wrong_password_is_refused_and_retried_quietly(
         with pytest.raises(aiomqtt.MqttError):
             async with anonymous:
                 pass
-        ems = FakeEms()
+        ems = FakeEms(_snapshot)
         client = _client(ems, broker, password="wrong")
         async with EmsPeer(broker) as peer, running(client) as task:
             await peer.send("connector/1/setpoint/set", {"power_w": 1000})
@@ -436,7 +391,7 @@ def test_a_wrong_password_is_refused_and_retried_quietly(
 
 def test_status_is_published_retained_and_measurements_periodically(broker: MosquittoBroker) -> None:
     async def main() -> None:
-        ems = FakeEms()
+        ems = FakeEms(_snapshot)
         async with EmsPeer(broker) as peer, running(_client(ems, broker)) as task:
             status = (await peer.wait("status")).json()
             assert status == {
@@ -505,7 +460,7 @@ def test_status_is_published_retained_and_measurements_periodically(broker: Mosq
 async def _child(host: str, port: int) -> None:
     """Run the MQTT client in this process until it is killed (see the last-will test)."""
     client = EmsMqttClient(
-        FakeEms(),
+        FakeEms(_snapshot),
         host=host,
         port=port,
         username="station",
@@ -548,7 +503,7 @@ def test_the_broker_publishes_the_last_will_when_the_charger_dies(broker: Mosqui
 
 def test_reconnects_after_the_broker_restarts(broker: MosquittoBroker, caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
-        ems = FakeEms()
+        ems = FakeEms(_snapshot)
         client = _client(ems, broker)
         async with running(client) as task:
             async with EmsPeer(broker) as peer:
