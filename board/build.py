@@ -456,7 +456,6 @@ class _Builder:
             port,
             name=f"SDM630 on {m.port}",
             phases=self.cfg.ratings.phases,
-            clock=self.clock,
             settings=Sdm630Settings(
                 baudrate=m.baudrate,
                 parity=m.parity,

@@ -151,6 +151,7 @@ class Connector:
             self.meter = MeterGuard(hal.meter, _plausibility_limits(hal), clock=clock, name="meter")
         self._meter_plausible_since: float | None = None
         self._meter_task: asyncio.Task[None] | None = None
+        self._session_start_wh: float | None = None  # the running session's meter start
         self._meter_failing = False
         self._outputs: Outputs | None = None
         self._invalid_since: float | None = None
@@ -246,16 +247,20 @@ class Connector:
             lines.append("not offering because: " + "; ".join(blockers))
         return "\n".join(lines)
 
+    @property
+    def session_energy_wh(self) -> float | None:
+        """Energy delivered in the running session (None without one); no journal read: the status and
+        the energy manager ask every cycle."""
+        if self.session_id is None or self._session_start_wh is None or self.last_meter is None:
+            return None
+        return self.last_meter.import_wh - self._session_start_wh
+
     def status(self) -> ConnectorStatus:
         now = self.clock.monotonic()
         out = self._outputs
         duty = out.duty_permille if out else 0
         pwm = out is not None and out.pilot_mode is PilotMode.PWM
-        energy = None
-        if self.session_id and self.journal is not None:
-            record = self.journal.session(self.session_id)
-            if record is not None and self.last_meter is not None:
-                energy = self.last_meter.import_wh - record.meter_start_wh
+        energy = self.session_energy_wh
         return ConnectorStatus(
             state=self.machine.state,
             ev=self.debouncer.state.value,
@@ -377,6 +382,7 @@ class Connector:
             )
         if result.action == "resumed" and result.session is not None:
             self.session_id = result.session.session_id
+            self._session_start_wh = result.session.meter_start_wh
             self.id_tag = result.session.id_tag
             self.machine.inputs.authorized = True
             if self.meter is not None:
@@ -878,6 +884,7 @@ class Connector:
                 log.error("journal: %s", exc)
 
     def _start_session(self) -> None:
+        self._session_start_wh = self._meter_wh()
         if self.journal is None:
             self.session_id = f"local-{self.clock.monotonic():.3f}"
         else:

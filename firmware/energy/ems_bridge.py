@@ -199,8 +199,7 @@ def _state(connector: Connector) -> ConnectorState:
 
 
 def _session_energy(connector: Connector) -> float:
-    status = connector.status()
-    return status.energy_wh or 0.0
+    return connector.session_energy_wh or 0.0
 
 
 def _finite(value: float) -> float | None:

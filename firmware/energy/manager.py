@@ -28,7 +28,6 @@ Every result carries its reasons, so ``evse why`` can show the whole chain.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from firmware.energy import bounds as prio
@@ -411,15 +410,6 @@ class EnergyManager:
                 track.paused_at = None
             track.power_w, track.changed_at = power, now
         return power, tuple(reasons)
-
-    # ------------------------------------------------------------------------------ helpers
-    def next_expiry(self, now: float) -> float | None:
-        times = [self.site_inputs.next_expiry(now), *(b.next_expiry(now) for b in self.connector_inputs.values())]
-        present = [t for t in times if t is not None]
-        return min(present) if present else None
-
-    def keys(self) -> Iterable[int]:
-        return self.connectors.keys()
 
 
 def _keep(spec: ConnectorSpec, ci: ConnectorInput, now: float) -> Bound | None:

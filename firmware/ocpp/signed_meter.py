@@ -61,14 +61,14 @@ class SignedMeter:
 
     # ------------------------------------------------------------------------------ records
     def begin(self, n: int, connector: Connector, session_ref: str) -> str | None:
-        session = _session(connector, session_ref)
+        session = journal_session(connector, session_ref)
         if session is None:
             return None
         return self._sign(n, connector, session, [(_begin_reading(session), "B")])
 
     def end(self, n: int, connector: Connector, session_ref: str) -> str | None:
         """The end record of a stopped session (begin and end readings)."""
-        session = _session(connector, session_ref)
+        session = journal_session(connector, session_ref)
         if session is None or session.stopped_at is None or session.meter_stop_wh is None:
             return None
         stop = SignedReading(
@@ -81,7 +81,7 @@ class SignedMeter:
 
     def sample(self, n: int, connector: Connector, session_ref: str, now: datetime) -> str | None:
         """A record of the current reading of a running session (type C) with its begin reading."""
-        session = _session(connector, session_ref)
+        session = journal_session(connector, session_ref)
         reading = connector.last_meter
         if session is None or reading is None:
             return None
@@ -102,6 +102,12 @@ class SignedMeter:
         except (SignerError, ocmf.OcmfError) as exc:
             log.error("connector %d: cannot sign the meter reading: %s", n, exc)
             return None
+
+    def reading(self, n: int, connector: Connector, tx_ref: str | None, now: datetime) -> str | None:
+        """The record of a periodic or clock-aligned value: within a transaction (C) or fiscal."""
+        if tx_ref is not None:
+            return self.sample(n, connector, tx_ref, now)
+        return self.fiscal(n, connector, now)
 
     def _sign(
         self, n: int, connector: Connector, session: SessionRecord, readings: list[tuple[SignedReading, str]]
@@ -155,7 +161,7 @@ class SignedMeter:
 
 def billing_payload(connector: Connector, session_ref: str) -> dict[str, Any] | None:
     """The DataTransfer payload of a stopped session's billing record (None without one)."""
-    session = _session(connector, session_ref)
+    session = journal_session(connector, session_ref)
     if session is None or session.billing is None:
         return None
     return {
@@ -205,7 +211,9 @@ def decode_signed_value(text: str) -> str:
     return decoded
 
 
-def _session(connector: Connector, ref: str) -> SessionRecord | None:
+def journal_session(connector: Connector, ref: str) -> SessionRecord | None:
+    """The session ``ref`` from the connector's journal; None without a journal, for an unknown session,
+    or when the journal cannot be read (logged: a broken journal must not take the uplink down)."""
     if connector.journal is None:
         return None
     try:

@@ -27,7 +27,6 @@ from typing import Any, Literal, Protocol
 from firmware import limits as sources
 from firmware.connector import Connector
 from firmware.iec61851.pilot import CpState
-from firmware.journal import SessionRecord
 from firmware.limits import Limit
 from firmware.metering.ocmf import OcmfError
 from firmware.metering.signing import OcmfSigner
@@ -37,7 +36,7 @@ from firmware.ocpp.configuration import write_json_atomic
 from firmware.ocpp.link import Link, LinkClosed
 from firmware.ocpp.maintenance import Maintenance
 from firmware.ocpp.outbox import Outbox, OutboxCallError, OutboxSender, QueuedMessage
-from firmware.ocpp.signed_meter import SignedMeter, billing_payload
+from firmware.ocpp.signed_meter import SignedMeter, billing_payload, journal_session
 from firmware.ocpp.smart_charging import ProfileStore, limit_at
 from firmware.ocpp.status import ConnectorView, Status, connector_status
 from firmware.ocpp.transport import Backoff, Security, TransportError, connect_with_retry, open_link
@@ -450,7 +449,7 @@ class OcppStation:
             tx_id = self.outbox.transaction_id(ref)
             meter = connector.last_meter.import_wh if connector.last_meter is not None else 0.0
             started_at = now
-            record = _journal_session(connector, ref)
+            record = journal_session(connector, ref)
             if record is not None:  # the start as the journal kept it, not the moment of the restart
                 meter, started_at = record.meter_start_wh, datetime.fromtimestamp(record.started_at, UTC)
             st.tx = Transaction(
@@ -925,16 +924,6 @@ _REASONS = {
     "Reboot": "Reboot",
     "EmergencyStop": "EmergencyStop",
 }
-
-
-def _journal_session(connector: Connector, ref: str) -> SessionRecord | None:
-    if connector.journal is None:
-        return None
-    try:
-        return connector.journal.session(ref)
-    except Exception as exc:  # a broken journal must not stop the uplink
-        log.error("cannot read session %s from the journal: %s", ref, exc)
-        return None
 
 
 def _stop_reason(reason: str) -> str:

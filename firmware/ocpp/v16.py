@@ -506,6 +506,7 @@ class V16Adapter:
         }
 
     def _tx_id(self, tx: Transaction) -> int | str:
+        """The CSMS's transaction id, or the outbox placeholder it is bound to on delivery."""
         return tx.transaction_id if tx.transaction_id is not None else TX_PLACEHOLDER.format(ref=tx.ref)
 
     def tx_stopped(self, tx: Transaction, reason: str, now: datetime) -> tuple[str, dict[str, Any]]:
@@ -514,7 +515,7 @@ class V16Adapter:
         if tx.meter_stop_wh is not None:
             meter_stop = tx.meter_stop_wh  # a session closed at boot: the journal's stop reading
         payload: dict[str, Any] = {
-            "transactionId": tx.transaction_id if tx.transaction_id is not None else TX_PLACEHOLDER.format(ref=tx.ref),
+            "transactionId": self._tx_id(tx),
             "meterStop": round(meter_stop),
             "timestamp": utc_iso(now),
             "reason": reason,
@@ -552,10 +553,7 @@ class V16Adapter:
             and self.config.get_bool("SampledDataSignReadings")
         ):
             connector = self.station.connectors[connector_id]
-            if tx is not None:
-                record = signed.sample(connector_id, connector, tx.ref, now)
-            else:
-                record = signed.fiscal(connector_id, connector, now)
+            record = signed.reading(connector_id, connector, tx.ref if tx is not None else None, now)
             if record is not None:
                 sampled.append(signed.sampled_value_16(record, context, reading.import_wh))
         payload: dict[str, Any] = {
@@ -563,9 +561,7 @@ class V16Adapter:
             "meterValue": [{"timestamp": utc_iso(now), "sampledValue": sampled}],
         }
         if tx is not None:
-            payload["transactionId"] = (
-                tx.transaction_id if tx.transaction_id is not None else TX_PLACEHOLDER.format(ref=tx.ref)
-            )
+            payload["transactionId"] = self._tx_id(tx)
         return "MeterValues", payload
 
     def on_delivered(self, message: QueuedMessage, response: dict[str, Any]) -> None:

@@ -451,10 +451,7 @@ class V201Adapter:
         signed = self.station.signed
         if signed is not None and meter is not None and self.bool_setting(sign_in, "SignReadings", False):
             connector = self.station.connectors[connector_id]
-            if tx is not None:
-                record = signed.sample(connector_id, connector, tx.ref, now)
-            else:
-                record = signed.fiscal(connector_id, connector, now)
+            record = signed.reading(connector_id, connector, tx.ref if tx is not None else None, now)
             meter = self._with_signed(meter, record, context, reading.import_wh, now, first=tx is None)
         if tx is None:
             return None if meter is None else ("MeterValues", {"evseId": connector_id, "meterValue": meter})

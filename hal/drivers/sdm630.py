@@ -55,7 +55,6 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
-from hal.clock import Clock
 from hal.errors import DeviceNotFound, ProtocolError
 from hal.types import MeterReading
 
@@ -199,7 +198,7 @@ class Sdm630Meter:
     """
 
     def __init__(
-        self, port: str, *, name: str, phases: int, clock: Clock, settings: Sdm630Settings | None = None
+        self, port: str, *, name: str, phases: int, settings: Sdm630Settings | None = None
     ) -> None:
         if not port:
             raise ValueError(f"{name}: port must name a serial device")
@@ -208,7 +207,6 @@ class Sdm630Meter:
         self._port = port
         self._name = name
         self._phases = phases
-        self._clock = clock
         self._settings = settings or Sdm630Settings()
         self._client: AsyncModbusSerialClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

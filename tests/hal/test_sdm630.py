@@ -107,7 +107,6 @@ async def rig(
         path,
         name="SDM630 under test",
         phases=phases,
-        clock=clock,
         settings=meter_settings or Sdm630Settings(timeout_s=TIMEOUT_S),
     )
     try:
@@ -257,7 +256,7 @@ def test_init_of_a_silent_meter_raises_device_not_found_naming_the_port() -> Non
 
 def test_missing_port_raises_device_not_found() -> None:
     async def main() -> None:
-        meter = Sdm630Meter("/dev/no-such-rs485", name="meter", phases=3, clock=VirtualClock())
+        meter = Sdm630Meter("/dev/no-such-rs485", name="meter", phases=3)
         try:
             with pytest.raises(DeviceNotFound, match="cannot open serial port /dev/no-such-rs485"):
                 await meter.init()
@@ -472,7 +471,7 @@ def test_meter_works_across_event_loops_and_concurrent_reads() -> None:
     clock = VirtualClock()
     sim, path = Sdm630Sim.open_pty(clock=clock)
     GOOD.load(sim)
-    meter = Sdm630Meter(path, name="meter", phases=3, clock=clock, settings=Sdm630Settings(timeout_s=TIMEOUT_S))
+    meter = Sdm630Meter(path, name="meter", phases=3, settings=Sdm630Settings(timeout_s=TIMEOUT_S))
     try:
         asyncio.run(meter.init())  # a first event loop, finished afterwards
 
@@ -517,7 +516,7 @@ def test_any_in_range_values_come_back_within_float32_precision() -> None:
     def check(values: Values) -> None:
         values.load(sim)
         # A fresh driver each time: the totals drawn are independent, not one growing register.
-        meter = Sdm630Meter(path, name="meter", phases=3, clock=clock, settings=Sdm630Settings(timeout_s=1.0))
+        meter = Sdm630Meter(path, name="meter", phases=3, settings=Sdm630Settings(timeout_s=1.0))
         try:
             reading = loop.run_until_complete(meter.read())
         finally:

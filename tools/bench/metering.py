@@ -54,7 +54,7 @@ def _stats(samples: list[float]) -> tuple[float, float]:
 async def bench_meter(n: int) -> list[float]:
     clock = RealClock()
     sim, path = Sdm630Sim.open_pty(clock=clock, plant=Plant(phases=3, ev_current_a=[16.0] * 3))
-    meter = Sdm630Meter(path, name="bench", phases=3, clock=clock, settings=Sdm630Settings())
+    meter = Sdm630Meter(path, name="bench", phases=3, settings=Sdm630Settings())
     guard = MeterGuard(meter, PlausibilityLimits(max_power_w=24_000.0, resolution_wh=20.0), clock=clock)
     try:
         await meter.init()
