@@ -197,9 +197,7 @@ class Sdm630Meter:
     failed ``init``).
     """
 
-    def __init__(
-        self, port: str, *, name: str, phases: int, settings: Sdm630Settings | None = None
-    ) -> None:
+    def __init__(self, port: str, *, name: str, phases: int, settings: Sdm630Settings | None = None) -> None:
         if not port:
             raise ValueError(f"{name}: port must name a serial device")
         if not 1 <= phases <= 3:
