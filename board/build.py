@@ -54,6 +54,7 @@ from hal.drivers.mcu_link import (
     McuResidualCurrentMonitor,
 )
 from hal.drivers.ntc import NtcTemperature
+from hal.drivers.phase_switch import GpioPhaseSwitch
 from hal.drivers.rdm6300 import READ_TIMEOUT_S as RDM6300_READ_TIMEOUT_S
 from hal.drivers.rdm6300 import Rdm6300Reader
 from hal.drivers.sdm630 import Sdm630Meter, Sdm630Settings
@@ -65,6 +66,7 @@ from hal.interfaces import (
     Indicator,
     InsulationMonitor,
     Meter,
+    PhaseSwitch,
     PilotOutput,
     PilotSense,
     PowerConverter,
@@ -109,6 +111,7 @@ class BoardHal:
     contactor: Contactor
     rcd: ResidualCurrentMonitor
     lock: ConnectorLock | None = None
+    phase_switch: PhaseSwitch | None = None
     temperatures: list[TemperatureSensor] = field(default_factory=list)
     meter: Meter | None = None
     converter: PowerConverter | None = None
@@ -320,6 +323,24 @@ class _Builder:
         mcu_contactor = McuContactor(self.mcu)
         self.closers.append(mcu_contactor.open)
         return mcu_contactor
+
+    def phase_switch(self) -> PhaseSwitch | None:
+        ps = self.cfg.phase_switch
+        if ps is None:
+            return None
+        drv = GpioPhaseSwitch(
+            "phase switch",
+            coil_pin=ps.coil_pin,
+            mirror_pin=ps.mirror_pin,
+            mirror_active_high=ps.mirror_active_high,
+            pin_factory=self.pin_factory,
+        )
+        self.closers.append(drv.release)  # released = one phase, the state with no supply
+        if self.sim is not None:
+            self.sim.wiring.phase_switch(
+                coil_pin=ps.coil_pin, mirror_pin=ps.mirror_pin, mirror_active_high=ps.mirror_active_high
+            )
+        return drv
 
     def lock(self) -> ConnectorLock | None:
         lk = self.cfg.lock
@@ -596,6 +617,7 @@ async def open_board(
             contactor=b.contactor(),
             rcd=b.rcd(),
             lock=b.lock(),
+            phase_switch=b.phase_switch(),
             temperatures=b.temperatures(),
             meter=await b.meter(),
             converter=await b.converter(),

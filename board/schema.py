@@ -151,6 +151,19 @@ class GpioContactor(_Model):
     mirror_active_high: bool = True
 
 
+class GpioPhaseSwitch(_Model):
+    """A second contactor ("C2") in L2 and L3: energised = three phases, released = L1 only."""
+
+    driver: Literal["gpio"]
+    coil_pin: Pin
+    mirror_pin: Pin | None = None
+    mirror_active_high: bool = True
+    # How long the EV is kept paused after the switch before power is offered again: its onboard
+    # charger must see the new phase set with no current flowing (EVerest's EvseManager has the same
+    # kind of delay, switch_3ph1ph_delay_s; SmartEVSE waits as well before re-enabling the pilot).
+    settle_s: float = Field(default=10.0, ge=1.0, le=60.0)
+
+
 class GpioLock(_Model):
     driver: Literal["gpio"]
     kind: Literal["motor", "solenoid"]
@@ -305,6 +318,7 @@ class BoardConfig(_Model):
     proximity: ProximityConfig
     contactor: ContactorConfig
     lock: LockConfig | None = None
+    phase_switch: GpioPhaseSwitch | None = None
     rcd: RcdConfig
     temperature: list[NtcTemperature] = Field(default_factory=list)
     meter: MeterConfig | None = None
@@ -359,6 +373,7 @@ class BoardConfig(_Model):
             "proximity": self.proximity,
             "contactor": self.contactor,
             "lock": self.lock,
+            "phase_switch": self.phase_switch,
             "rcd": self.rcd,
             "meter": self.meter,
             "converter": self.converter,
@@ -451,6 +466,8 @@ class BoardConfig(_Model):
                 raise ValueError("[converter] is for DC boards (ratings.supply = 'dc')")
             if self.meter is None:
                 raise ValueError("an AC board needs a [meter] (energy must be measured for billing)")
+            if self.phase_switch is not None and r.phases != 3:
+                raise ValueError("[phase_switch] selects between 1 and 3 phases: it needs ratings.phases = 3")
             if isinstance(self.meter, Atm90e32Config) and len(self.meter.phases) != r.phases:
                 raise ValueError(
                     f"meter.phases has {len(self.meter.phases)} calibration entries but ratings.phases = {r.phases}"
@@ -460,6 +477,8 @@ class BoardConfig(_Model):
                 raise ValueError(f"ratings.connector = {r.connector!r} is not a DC connector; allowed: 'ccs1', 'ccs2'")
             if self.converter is None:
                 raise ValueError("a DC board (ratings.supply = 'dc') needs a [converter]")
+            if self.phase_switch is not None:
+                raise ValueError("[phase_switch] is for AC boards (ratings.supply = 'ac')")
             if self.imd is None:
                 raise ValueError("a DC board needs an insulation monitor [imd] (IEC 61851-23 cable check)")
             if r.max_current_a > self.converter.max_current_a:

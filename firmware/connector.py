@@ -39,6 +39,7 @@ from firmware.iec61851.timing import (
 from firmware.journal import HardwareSnapshot, Journal, JournalError
 from firmware.limits import Limit, LimitSet
 from firmware.metering.plausibility import MeterGuard, PlausibilityLimits
+from firmware.phase_switching import PhaseSequencer
 from firmware.safety.faults import FaultCode
 from firmware.safety.supervisor import FaultEvent, OvercurrentCheck, Supervisor, ThermalCheck
 from hal.clock import Clock
@@ -108,6 +109,7 @@ class ConnectorStatus:
     session_id: str | None
     energy_wh: float | None
     meter: dict[str, Any] | None = field(default=None)
+    phases: int = 3  # the phases that reach the socket now
 
 
 EventSink = Callable[[str, dict[str, Any]], None]
@@ -145,6 +147,7 @@ class Connector:
         self.session_id: str | None = None
         self.last_sample: PilotSample | None = None
         self.last_meter: MeterReading | None = None
+        self.last_meter_at: float | None = None  # when last_meter was read
         #: The board's meter behind the plausibility checks; every reading the firmware uses passes it.
         self.meter: MeterGuard | None = None
         if hal.meter is not None:
@@ -178,6 +181,15 @@ class Connector:
         self._lock_retries = 0
         self._recorded_totals: tuple[float, float] | None = None
         self._deauth_reason = "DeAuthorized"
+        #: The 1/3-phase switch sequence on boards with a phase contactor (firmware.phase_switching);
+        #: the board's full phase count is asked for at boot.
+        self.phases: PhaseSequencer | None = None
+        if hal.phase_switch is not None and cfg.phase_switch is not None:
+            self.phases = PhaseSequencer(
+                commanded=hal.phase_switch.phases_commanded,
+                target=cfg.ratings.phases,
+                settle_s=cfg.phase_switch.settle_s,
+            )
 
     # ================================================================== public API
     # Every command marks the connector dirty: the pilot loop steps the machine at its next tick
@@ -201,6 +213,33 @@ class Connector:
     def resume(self) -> None:
         self.machine.inputs.paused = False
         self._mark_dirty()
+
+    def request_phases(self, phases: int) -> None:
+        """Switch to 1 or 3 phases, in the safe order of firmware.phase_switching (the energy manager
+        decides when)."""
+        if self.phases is None:
+            raise ValueError(f"connector {self.settings.connector_id}: the board has no phase switch")
+        if phases != self.phases.target:
+            self.phases.request(phases)
+            self._mark_dirty()
+
+    @property
+    def contactor_changed_at(self) -> float:
+        """When the main contactor was last commanded open or closed (-inf: never)."""
+        return self._contactor_commanded_at
+
+    @property
+    def phases_active(self) -> int:
+        """The phases that reach the socket now (the phase contactor's command on switching boards)."""
+        return self.phases.commanded if self.phases is not None else self.hal.config.ratings.phases
+
+    @property
+    def phases_for_limits(self) -> int:
+        """The phases to turn a power limit into amps per phase: during a pending switch the larger of
+        the two sides, so the amps never exceed the power on either side of it."""
+        if self.phases is None:
+            return self.hal.config.ratings.phases
+        return max(self.phases.commanded, self.phases.target)
 
     def set_hlc(self, required: bool) -> None:
         self.machine.inputs.hlc = required
@@ -239,6 +278,8 @@ class Connector:
             blockers.append("not authorised")
         if i.paused:
             blockers.append("paused")
+        if self.phases is not None and self.phases.holding:
+            blockers.append(self.phases.describe())
         for code in self.supervisor.active:
             blockers.append(f"fault {code.value}")
         if effective.current_a < 6.0 and not i.hlc:
@@ -274,6 +315,7 @@ class Connector:
             faults=[code.value for code in self.supervisor.active],
             session_id=self.session_id,
             energy_wh=energy,
+            phases=self.phases_active,
             meter=None
             if self.last_meter is None
             else {
@@ -485,6 +527,9 @@ class Connector:
         # started one while the pilot loop sleeps on an older one.
         times += [t for t in (self.machine.next_deadline(now), self.limits.next_expiry(now)) if t is not None]
         times.append(self._contactor_commanded_at + T_MIRROR_SETTLE)
+        if self.phases is not None:
+            times.append(self.phases.moved_at + T_MIRROR_SETTLE)
+            times += [t for t in (self.phases.next_deadline(),) if t is not None]
         if self.hal.lock is not None:
             times.append(self._lock_commanded_at + T_LOCK_SETTLE)
             if FaultCode.LOCK_FAILED in self.supervisor.active:
@@ -666,7 +711,47 @@ class Connector:
                     self.supervisor.raise_fault(FaultCode.CONTACTOR_WELDED, now, "mirror closed, coil off")
                 elif not mirror and out.contactor_closed:
                     self.supervisor.raise_fault(FaultCode.CONTACTOR_FAILED_TO_CLOSE, now, "mirror open, coil on")
+        await self._check_phase_mirror(now)
         await self._check_lock(now)
+
+    async def _check_phase_mirror(self, now: float) -> None:
+        switch, seq = self.hal.phase_switch, self.phases
+        if switch is None or seq is None or not switch.has_feedback or not seq.mirror_due(now):
+            return
+        try:
+            seen = await switch.feedback_phases()
+        except HalError:
+            return
+        if seen is not None:
+            detail = f"commanded {seq.commanded} phases, the mirror contact says {seen}"
+            self._set_condition(FaultCode.PHASE_SWITCH_FAILED, seen != seq.commanded, now, detail)
+
+    async def _step_phases(self, now: float) -> bool:
+        """One step of the phase switch sequence; True while the offer must stay withdrawn."""
+        seq, switch = self.phases, self.hal.phase_switch
+        assert seq is not None and switch is not None
+        contactor_open = False
+        if (
+            seq.pending
+            and not self.hal.contactor.commanded_closed
+            and now - self._contactor_commanded_at >= (T_MIRROR_SETTLE - DEADLINE_SLACK)
+        ):
+            # Open means proven open where there is a mirror: a welded contactor never sees C2 move.
+            try:
+                contactor_open = await self.hal.contactor.feedback_closed() is not True
+            except HalError:
+                contactor_open = False
+        before = seq.commanded
+        action = seq.step(now, contactor_open=contactor_open, ev_connected=self.debouncer.state is not CpState.A)
+        if action.move_to is not None:
+            try:
+                await switch.set_phases(action.move_to)
+            except HalError as exc:
+                log.error("phase switch to %d phases failed: %s", action.move_to, exc)
+                seq.undo_move(before)
+                return True
+            self._emit("phases", {"phases": action.move_to, "from": before})
+        return action.hold_offer
 
     async def _check_lock(self, now: float) -> None:
         lock = self.hal.lock
@@ -758,7 +843,7 @@ class Connector:
                 self._meter_plausible_since = now
             if now - self._meter_plausible_since >= METER_PLAUSIBLE_RECOVERY_S - DEADLINE_SLACK:
                 self._set_condition(FaultCode.METER_IMPLAUSIBLE, False, now)
-        self.last_meter = reading
+        self.last_meter, self.last_meter_at = reading, now
         self._emit(
             "meter", {"import_wh": reading.import_wh, "export_wh": reading.export_wh, "power_w": reading.total_power_w}
         )
@@ -802,6 +887,8 @@ class Connector:
         if self.supervisor.take_new_emergency():
             i.new_emergency = True
         i.stop = self.supervisor.stop
+        if self.phases is not None:
+            i.phase_switching = await self._step_phases(now)
         out = self.machine.step(now)
         self._emit_faults()
         self._emit_transitions()

@@ -91,6 +91,27 @@ class Contactor(Protocol):
 
 
 @runtime_checkable
+class PhaseSwitch(Protocol):
+    """The 1-phase / 3-phase selector of an AC board: a second contactor that connects L2 and L3
+    (SmartEVSE's "C2", anchors.md 5). It must only move while the main contactor is open; the caller
+    (firmware.phase_switching) owns that sequence and judges the feedback."""
+
+    @property
+    def phases_commanded(self) -> int: ...
+
+    @property
+    def has_feedback(self) -> bool: ...
+
+    async def set_phases(self, phases: int) -> None:
+        """Select 1 or 3 phases; anything else raises ValueError."""
+        ...
+
+    async def feedback_phases(self) -> int | None:
+        """What the mirror contact says (1 or 3); ``None`` when the board has none."""
+        ...
+
+
+@runtime_checkable
 class ConnectorLock(Protocol):
     @property
     def commanded_locked(self) -> bool: ...

@@ -639,6 +639,66 @@ def _offer_stopped_within(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
     return not failed, f"after {trigger}: {verdict} within {spec.within_s:g} s: " + "; ".join(lines)
 
 
+# ------------------------------------------------------------------------------------------ phase switching
+@dataclass(frozen=True)
+class _PhaseMove:
+    t: float
+    move: tuple[Any, Any]  # (from, to) phases
+    closed: bool  # the main contactor as the trace last showed it before the move
+    offering: bool  # the PWM offer as the trace last showed it before the move
+    offered_again: float | None  # the next PWM offer after the move
+
+
+def _phase_moves(facts: RunFacts, src: str) -> list[_PhaseMove]:
+    """Every move of the connector's phase contactor, with the main contactor and the pilot as they
+    stood just before it: records of one instant are in the order they happened, so a withdrawal
+    traced after the move in the same step did not come before it."""
+    closed = offering = False
+    found: list[tuple[float, tuple[Any, Any], bool, bool]] = []
+    offers: list[float] = []
+    for r in facts.records:
+        if r["src"] != src:
+            continue
+        if r["ev"] == "contactor":
+            closed = bool(r.get("closed"))
+        elif r["ev"] == "pilot":
+            offering = bool(r.get("pwm"))
+            if offering:
+                offers.append(r["t"])
+        elif r["ev"] == "phases":
+            found.append((r["t"], (r.get("from"), r.get("phases")), closed, offering))
+    return [
+        _PhaseMove(t, move, was_closed, was_offering, next((o for o in offers if o > t + 1e-9), None))
+        for t, move, was_closed, was_offering in found
+    ]
+
+
+def _phase_switches(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    """The connector's phase contactor (C2) moves exactly as ``sequence`` ([from, to] phases, in order)
+    in the window, each move made safely: with the main contactor open and no PWM offer
+    (firmware/phase_switching.py: C2 never switches under load, the EV never sees its phases change
+    while it may draw). The evidence lists every move, its time and when the offer came back after it."""
+    assert spec.sequence is not None
+    lo, hi = _window(spec)
+    moves = [m for m in _phase_moves(facts, _src(spec)) if lo - 1e-9 <= m.t <= hi + 1e-9]
+    wanted = [(a, b) for a, b in spec.sequence]
+    lines, unsafe = [], []
+    for m in moves:
+        text = f"{m.move[0]}->{m.move[1]} at t={m.t:.3f}"
+        problem = " and ".join(what for what, bad in (("contactor closed", m.closed), ("offer on", m.offering)) if bad)
+        if problem:
+            unsafe.append(f"t={m.t:.3f} ({problem})")
+            text += f" ({problem})"
+        if m.offered_again is not None:
+            text += f", offered again +{m.offered_again - m.t:.3f} s"
+        lines.append(text)
+    expected = ", ".join(f"{a}->{b}" for a, b in wanted) or "none"
+    summary = f"connector {spec.connector} in t={lo:g}..{hi:g}: moves {'; '.join(lines) or 'none'}; expected {expected}"
+    if unsafe:
+        return False, f"C2 moved under load at {', '.join(unsafe)}; " + summary
+    return [m.move for m in moves] == wanted, summary
+
+
 _CHECKS: dict[str, Callable[[CheckSpec, RunFacts], tuple[bool, str]]] = {
     "contactor_opens_within": _contactor_opens_within,
     "contactor_never_closed_without": _contactor_never_closed_without,
@@ -661,4 +721,5 @@ _CHECKS: dict[str, Callable[[CheckSpec, RunFacts], tuple[bool, str]]] = {
     "site_power": _site_power,
     "demand_response_met": _demand_response_met,
     "offer_stopped_within": _offer_stopped_within,
+    "phase_switches": _phase_switches,
 }

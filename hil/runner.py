@@ -246,7 +246,12 @@ class ScenarioRun:
             assert charger.connector is not None, "boot the chargers first"
             ratings = charger.config.ratings
             specs[n] = ConnectorSpec(
-                n, f"board{n}", ratings.phases, ratings.nominal_voltage_v, priority=priority.get(n, 0)
+                n,
+                f"board{n}",
+                ratings.phases,
+                ratings.nominal_voltage_v,
+                priority=priority.get(n, 0),
+                phase_switching=charger.config.phase_switch is not None,
             )
             connectors[n] = charger.connector
         self.energy = EnergyManager(config, specs)

@@ -350,6 +350,7 @@ class CheckSpec(_Model):
         "site_power",
         "demand_response_met",
         "offer_stopped_within",
+        "phase_switches",
     ]
     after: Literal["unplug", "ev_stop", "fault", "pause"] | None = None
     within_ms: float | None = Field(default=None, gt=0)
@@ -378,6 +379,8 @@ class CheckSpec(_Model):
     max_kw: float | None = None
     event: int | None = Field(default=None, ge=0)  # offer_stopped_within: after events[event] ...
     at_s: Duration | None = None  # ... or after this time
+    #: phase_switches: the phase contactor's moves in the window, in order, as [from, to] phases.
+    sequence: list[tuple[Literal[1, 3], Literal[1, 3]]] | None = None
 
     @model_validator(mode="after")
     def _parameters(self) -> CheckSpec:
@@ -399,6 +402,7 @@ class CheckSpec(_Model):
             "all_charging": ("connectors", "from_s"),
             "demand_response_met": ("within_s",),
             "offer_stopped_within": ("within_s", "connectors"),
+            "phase_switches": ("sequence",),
         }
         missing = [name for name in needs.get(self.check, ()) if getattr(self, name) is None]
         if missing:
@@ -407,6 +411,8 @@ class CheckSpec(_Model):
             raise ValueError(f"check {self.check!r} needs count or min_count")
         if self.check == "offer_stopped_within" and (self.event is None) == (self.at_s is None):
             raise ValueError("check 'offer_stopped_within' needs either event (an index in events) or at_s")
+        if self.sequence is not None and any(a == b for a, b in self.sequence):
+            raise ValueError("a phase switch changes the phases: each move is [3, 1] or [1, 3]")
         if self.check in ("chargers_power", "site_power") and self.min_kw is None and self.max_kw is None:
             raise ValueError(f"check {self.check!r} needs min_kw and/or max_kw")
         if self.from_s is not None and self.to_s is not None and self.to_s < self.from_s:

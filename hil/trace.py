@@ -39,7 +39,7 @@ class TraceWriter:
                 pilot["duty_pct"] = data["duty_pct"]
                 pilot["mode"] = data["mode"]
             self.write(t, src, "pilot", **pilot)
-        elif kind in ("state", "contactor", "limit", "fault", "session", "meter"):
+        elif kind in ("state", "contactor", "limit", "fault", "session", "meter", "phases"):
             if kind == "state":
                 data.pop("at", None)
             self.write(t, src, kind, **data)

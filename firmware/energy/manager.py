@@ -18,7 +18,10 @@ one cycle (:meth:`EnergyManager.cycle`, every ``period_s``) does, in this order:
 5. **Split** (:func:`balancing.split`) of the budget with the configured strategy, then each board's
    own limit (a feeder fuse) enforced by splitting that board's share again, the rest going to the
    other boards.
-6. **Anti-chatter**: decreases apply at once (the grid limit is a hard limit), increases only when
+6. **Phases** of connectors that can switch between one and three (:mod:`firmware.energy.phases`):
+   down at once when the share is below 6 A on three phases, up after a hysteresis; a connector on
+   one phase is capped at what one phase carries and the budget is split again without the excess.
+7. **Anti-chatter**: decreases apply at once (the grid limit is a hard limit), increases only when
    they are worth it (at least ``step_w``) or ``hold_s`` after the last change; a connector that was
    paused resumes only after ``min_pause_s`` (frequent PWM pauses upset some EVs).
 
@@ -28,11 +31,12 @@ Every result carries its reasons, so ``evse why`` can show the whole chain.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from firmware.energy import bounds as prio
 from firmware.energy.balancing import STRATEGIES, Demand, Strategy, ess_support_w, ev_budget_w, split
 from firmware.energy.bounds import Bound, BoundSet, Window
+from firmware.energy.phases import PhasePolicy, PhaseTrack, decide, one_phase_max_w
 
 #: Sources the manager itself uses.
 GRID = "grid"
@@ -80,6 +84,7 @@ class SiteConfig:
     step_w: float = 690.0  # 1 A on three phases at 230 V
     hold_s: float = 10.0
     min_pause_s: float = 60.0
+    phase_policy: PhasePolicy = field(default_factory=PhasePolicy)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.grid_import_max_w) and self.grid_import_max_w >= 0):
@@ -106,15 +111,19 @@ class ConnectorSpec:
     voltage_v: float
     bidirectional: bool = False
     priority: int = 0
+    #: It can switch between one phase and ``phases`` (a phase contactor, firmware/phase_switching.py).
+    phase_switching: bool = False
 
     @property
     def watts_per_amp(self) -> float:
+        """Per amp on all its phases."""
         return self.voltage_v * self.phases
 
     @property
     def min_active_w(self) -> float:
-        # 6 A on every phase: the lowest offer a PWM pilot can make (IEC 61851-1 Table A.8).
-        return 6.0 * self.watts_per_amp
+        # 6 A on every phase it runs on, at least one when it can switch: the lowest offer a PWM
+        # pilot can make (IEC 61851-1 Table A.8).
+        return 6.0 * self.voltage_v * (1 if self.phase_switching else self.phases)
 
 
 @dataclass(frozen=True)
@@ -145,6 +154,7 @@ class ConnectorResult:
     window: Window
     paused: bool
     reasons: tuple[str, ...]
+    phases: int  # the phases it should run on
 
 
 @dataclass(frozen=True)
@@ -206,6 +216,7 @@ class EnergyManager:
         )
         self.connector_inputs: dict[int, BoundSet] = {}
         self._track: dict[int, _Track] = {}
+        self._phases: dict[int, PhaseTrack] = {}
         self._meter_w: float | None = None
         self._meter_at = -math.inf
         self._ess_stored_wh: float | None = None
@@ -217,9 +228,13 @@ class EnergyManager:
     def add_connector(self, spec: ConnectorSpec) -> None:
         if spec.phases not in (1, 2, 3) or not spec.voltage_v > 0:
             raise ValueError(f"connector {spec.key}: phases must be 1-3 and voltage positive")
+        if spec.phase_switching and spec.phases != 3:
+            raise ValueError(f"connector {spec.key}: phase switching is between 1 and 3 phases (phases = 3)")
         self.connectors[spec.key] = spec
         self.connector_inputs.setdefault(spec.key, BoundSet())
         self._track.setdefault(spec.key, _Track())
+        if spec.phase_switching:
+            self._phases.setdefault(spec.key, PhaseTrack(phases=spec.phases))
 
     def set_site_input(self, bound: Bound) -> None:
         self.site_inputs.set(bound)
@@ -361,12 +376,63 @@ class EnergyManager:
             budget += ess_w
 
         shares = self._split_with_boards(budget, demands)
+        phases, phase_reasons = self._decide_phases(demands, shares, inputs, now)
+        if phases:
+            # A connector on one phase cannot take more than one phase carries, and one held on three
+            # phases (its switches used up) cannot run below 6 A there: split again with their windows
+            # capped, so the rest goes to the others.
+            capped = [self._phase_cap(d, phases.get(d.key), shares[d.key], inputs) for d in demands]
+            if any(c is not d for c, d in zip(capped, demands, strict=True)):
+                demands = capped
+                shares = self._split_with_boards(budget, demands)
         results: dict[int, ConnectorResult] = {}
         for d in demands:
             power, reasons = self._smooth(d, shares[d.key], now)
-            results[d.key] = ConnectorResult(d.key, power, windows[d.key], power == 0 and d.max_w > 0, reasons)
+            if d.key in phase_reasons:
+                reasons = (*reasons, phase_reasons[d.key])
+            n = phases.get(d.key, self.connectors[d.key].phases)
+            paused = power == 0 and windows[d.key].max_w > 0
+            results[d.key] = ConnectorResult(d.key, power, windows[d.key], paused, reasons, n)
         self.last = CycleResult(now, site_window, budget, reason, fallback, ess_w, results)
         return self.last
+
+    def _decide_phases(
+        self, demands: list[Demand], shares: dict[int, float], inputs: dict[int, ConnectorInput], now: float
+    ) -> tuple[dict[int, int], dict[int, str]]:
+        phases: dict[int, int] = {}
+        reasons: dict[int, str] = {}
+        for d in demands:
+            track = self._phases.get(d.key)
+            if track is None:
+                continue
+            spec = self.connectors[d.key]
+            decision = decide(
+                self.site.phase_policy,
+                track,
+                share_w=shares[d.key],
+                wants_power=inputs.get(d.key, _IDLE).wants_power,
+                max_phases=spec.phases,
+                voltage_v=spec.voltage_v,
+                now=now,
+            )
+            phases[d.key] = decision.phases
+            if decision.reason is not None:
+                reasons[d.key] = decision.reason
+        return phases, reasons
+
+    def _phase_cap(self, demand: Demand, phases: int | None, share: float, inputs: dict[int, ConnectorInput]) -> Demand:
+        spec = self.connectors[demand.key]
+        if phases is None:
+            return demand
+        if phases == 1:
+            cap = one_phase_max_w(inputs.get(demand.key, _IDLE).hardware_max_w, spec.phases)
+        elif 0 < share < 6.0 * spec.watts_per_amp:
+            cap = 0.0
+        else:
+            return demand
+        if demand.max_w <= cap:
+            return demand
+        return replace(demand, max_w=max(cap, demand.min_w))
 
     def _split_with_boards(self, budget: float, demands: list[Demand]) -> dict[int, float]:
         """Split the site budget, then hold each board under its own limit: a board over it gets its

@@ -49,6 +49,7 @@ class EnergyService:
                 board.ratings.phases,
                 board.ratings.nominal_voltage_v,
                 bidirectional=converter is not None and converter.bidirectional,
+                phase_switching=board.phase_switch is not None,
             )
             for n in connectors
         }

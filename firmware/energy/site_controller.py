@@ -10,6 +10,10 @@ Each cycle (``manager.site.period_s``):
 * an EV that takes much less than it is offered for a while (full, tapering, on a small onboard
   charger) is capped near what it takes, so the rest goes to the others; the cap is lifted every
   ``PROBE_S`` to see whether it wants more again (the AC pilot cannot ask the EV; ISO 15118 can, later);
+* a connector that can switch between one and three phases is asked for the phases the manager
+  chose (the connector runs the switch sequence, firmware/phase_switching.py); its share is turned
+  into amps on the larger of the phases it runs on and the phases asked for, so a limit is never
+  above the share whichever side of a switch the connector is on;
 * each connector's share becomes its ``site`` limit in amps (an AC PWM offer cannot go negative:
   discharge setpoints go to ISO 15118 / the DC converter, later issues), with an expiry, so that a
   stalled manager ends in the connector's static fallback, never in a stale share.
@@ -129,7 +133,7 @@ class SiteController:
         urgent = False
         for key, controller in self.der.items():
             previous = self.manager.connector_inputs[key].get(DER)
-            share = self._applied.get(key, (0.0, 0.0))[0] * self.manager.connectors[key].watts_per_amp
+            share = self._offered_w(key)
             discharge = self.manager.connector_inputs[key].get(DISCHARGE)
             may_discharge = -discharge.min_w if discharge is not None and discharge.min_w < 0 else 0.0
             out = controller.step(now, v_pu, f_hz, share, p_discharge_max_w=may_discharge)
@@ -165,13 +169,21 @@ class SiteController:
         spec = self.manager.connectors[key]
         reading = connector.last_meter
         measured = reading.total_power_w if reading is not None else 0.0
+        read_at = connector.last_meter_at if connector.last_meter_at is not None else -math.inf
+        if connector.contactor_changed_at > read_at:
+            # The contactor moved after the connector's last meter reading (taken once a second), while
+            # the site meter is read now: an EV that just started already shows on the site meter, one
+            # that just stopped no longer does. Count the first at its offer, the second at nothing, or
+            # eq. 1.2.5.1 takes a starting EV for other load (and pauses it) and a stopped one as still
+            # drawing (and over-grants).
+            measured = self._offered_w(key) if connector.hal.contactor.commanded_closed else 0.0
         plugged = connector.debouncer.state in (CpState.B, CpState.C, CpState.D)
         stopped = any(faults.spec(code).reaction in _STOPPING for code in connector.supervisor.active)
         wants = plugged and connector.machine.inputs.authorized and not stopped
         chain = connector.limits.effective(now).chain
         own_a = min((link.current_a for link in chain if link.limit.source != sources.SITE), default=0.0)
         usage = self._usage[key]
-        offered = self._applied.get(key, (0.0, 0.0))[0] * spec.watts_per_amp
+        offered = self._offered_w(key)
         if wants and offered > 0 and measured < UNUSED_SHARE * offered:
             usage.low_since = now if usage.low_since is None else usage.low_since
             if now - usage.low_since >= UNUSED_S and usage.cap_w is None:
@@ -197,11 +209,19 @@ class SiteController:
             discharge_floor_pct=self.discharge_floor(key) if self.discharge_floor is not None else None,
         )
 
+    def _offered_w(self, key: int) -> float:
+        """What the connector's ``site`` limit offers now, on the phases it runs on."""
+        spec = self.manager.connectors[key]
+        amps = self._applied.get(key, (0.0, 0.0))[0]
+        return amps * spec.voltage_v * self.connectors[key].phases_active
+
     # ------------------------------------------------------------------------------ applying
     def _apply(self, key: int, connector: Connector, result: CycleResult, now: float) -> None:
         share = result.connectors[key]
         spec = self.manager.connectors[key]
-        amps = max(0.0, share.power_w) / spec.watts_per_amp
+        if spec.phase_switching:
+            connector.request_phases(share.phases)
+        amps = max(0.0, share.power_w) / (spec.voltage_v * connector.phases_for_limits)
         amps = math.floor(amps * 10 + 1e-9) / 10  # 0.1 A steps: never above the share
         lifetime = SHARE_LIFETIME_CYCLES * self.manager.site.period_s
         applied = self._applied.get(key)

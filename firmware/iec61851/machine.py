@@ -58,7 +58,7 @@ STATES: tuple[str, ...] = ("A1", "A2", "B1", "B2", "C1", "C2", "D1", "D2", "E", 
 STATE_DESCRIPTIONS: dict[str, str] = {
     "A1": "no EV; +12 V, no offer",
     "A2": "no EV but PWM still on (the EV left while offered); withdrawn in the same step",
-    "B1": "EV connected, no offer (not authorised, paused, limit below 6 A, or after a fault)",
+    "B1": "EV connected, no offer (not authorised, paused, switching phases, limit below 6 A, or after a fault)",
     "B2": "EV connected, PWM offer on; waiting for the EV to become ready",
     "C1": "EV ready but no offer; the contactor opens once the EV stops drawing current, at most 6 s",
     "C2": "EV ready and offered: charging, contactor closed",
@@ -130,6 +130,7 @@ class Inputs:
     diode_ok: bool | None = None  # last judgement of the negative plateau while PWM ran
     authorized: bool = False
     paused: bool = False  # user / EMS / backend asked to suspend
+    phase_switching: bool = False  # a 1/3-phase switch needs the EV idle (firmware.phase_switching)
     hlc: bool = False  # high-level communication required: offer 5 % instead of a current
     effective_a: float = 0.0  # the minimum of all limits (firmware.limits)
     emergency: bool = False  # an EMERGENCY fault is active: no offer, contactor open
@@ -198,7 +199,7 @@ class ConnectorMachine:
     def offer_allowed(self, _event: Any = None) -> bool:
         """Default deny: offer PWM only when every precondition is positive."""
         i = self.inputs
-        if not i.authorized or i.paused or i.emergency or i.stop:
+        if not i.authorized or i.paused or i.phase_switching or i.emergency or i.stop:
             return False
         if i.ev == CpState.D and not i.ventilation_available:
             return False

@@ -252,6 +252,9 @@ CATALOGUE: tuple[KeySpec, ...] = (
     ),
     _int("ChargingScheduleMaxPeriods", CHARGING_SCHEDULE_MAX_PERIODS, readonly=True),
     _int("MaxChargingProfilesInstalled", MAX_CHARGING_PROFILES_INSTALLED, readonly=True),
+    # Optional SmartCharging key: the station can switch a connector between three phases and one
+    # while charging (a phase contactor; set from the board at start-up).
+    _bool("ConnectorSwitch3to1PhaseSupported", False, readonly=True),
     # ---- security whitepaper (OCPP 1.6 security edition 2, "Configuration keys")
     _int("SecurityProfile", 0, minimum=0, maximum=3),
     KeySpec("AuthorizationKey", "str", "", write_only=True, min_length=AUTHORIZATION_KEY_MIN),

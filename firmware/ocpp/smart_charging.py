@@ -237,7 +237,13 @@ class _Point:
 
 
 def _point(
-    groups: _Groups, moment: datetime, relative_anchor: datetime, unit: RateUnit, voltage_v: float, phases: int
+    groups: _Groups,
+    moment: datetime,
+    relative_anchor: datetime,
+    unit: RateUnit,
+    voltage_v: float,
+    phases: int,
+    live_phases: bool = False,
 ) -> _Point | None:
     leaders = [leader for group in groups.caps for leader in _leaders(group, moment, relative_anchor)]
     # TxProfile overrides TxDefault; a connector's own TxDefault overrides the connector-0 one.
@@ -255,7 +261,7 @@ def _point(
                 profile.schedule.rate_unit,
                 unit,
                 voltage_v=voltage_v,
-                phases=period.number_phases or phases,
+                phases=phases if live_phases else (period.number_phases or phases),
             ),
             period.number_phases,
             profile.id,
@@ -399,8 +405,13 @@ def limit_at(
     tx_start: datetime | None = None,
     voltage_v: float = 230.0,
     phases: int = 3,
+    live_phases: bool = False,
 ) -> ScheduleLimit:
     """The schedule's limit for ``connector_id`` at ``now`` and the instant it next changes.
+
+    ``live_phases``: ``phases`` are the phases that really carry the current, and every A/W conversion
+    uses them instead of a period's numberPhases: a limit in W applied as amps per phase must count the
+    phases the EV draws on, or numberPhases = 1 on a three-phase connector would triple its power.
 
     ``next_change`` is exact: after the last non-repeating edge (validity, absolute and relative
     schedule edges, recurrence starts) every profile repeats with a period dividing 7 days, so a week
@@ -414,8 +425,8 @@ def limit_at(
 
     def state(moment: datetime) -> tuple[_Point | None, _Point | None]:
         return (
-            _point(groups, moment, relative_anchor, "A", voltage_v, phases),
-            _point(groups, moment, relative_anchor, "W", voltage_v, phases),
+            _point(groups, moment, relative_anchor, "A", voltage_v, phases, live_phases),
+            _point(groups, moment, relative_anchor, "W", voltage_v, phases, live_phases),
         )
 
     def key(points: tuple[_Point | None, _Point | None]) -> tuple[tuple[float, int | None] | None, ...]:

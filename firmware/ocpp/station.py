@@ -397,6 +397,8 @@ class OcppStation:
                 self._on_session(n, data)
             if kind in ("state", "fault", "session", "pilot", "contactor", "meter"):
                 self._status_dirty.set()
+            if kind == "phases":
+                self._profile_wake.set()  # a limit in W is worth other amps on the new phase count
 
         return listener
 
@@ -848,7 +850,8 @@ class OcppStation:
                         now,
                         tx_start=tx.started_at if tx else None,
                         voltage_v=_voltage(connector),
-                        phases=connector.hal.config.ratings.phases,
+                        phases=connector.phases_for_limits,
+                        live_phases=True,
                     )
                 except Exception:
                     log.exception("charging profiles: cannot compute the limit of connector %d", n)

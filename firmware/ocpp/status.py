@@ -47,6 +47,7 @@ ERROR_CODE_16: dict[FaultCode, str] = {
     FaultCode.CONVERTER_COMM_LOST: "InternalError",
     FaultCode.HEARTBEAT_LOST: "InternalError",
     FaultCode.LOCK_FAILED: "ConnectorLockFailure",
+    FaultCode.PHASE_SWITCH_FAILED: "PowerSwitchFailure",
 }
 
 #: Faults ranked for the one error code a StatusNotification can carry: the one that stops power

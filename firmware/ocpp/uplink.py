@@ -54,6 +54,8 @@ def build_station(
             keys = dict(defaults)
             if station.signed is not None:
                 keys["MeterPublicKey"] = station.signed.signer.public_key_hex  # read-only: what signs
+            if any(c.phases is not None for c in connectors.values()):
+                keys["ConnectorSwitch3to1PhaseSupported"] = "true"
             config = Configuration(data_dir / "ocpp-config.json" if data_dir else None, defaults=keys)
             return V16Adapter(station, config)
         if settings.version in ("2.0.1", "2.1"):

@@ -56,6 +56,7 @@ class FaultCode(enum.Enum):
     CONVERTER_COMM_LOST = "converter_comm_lost"
     HEARTBEAT_LOST = "heartbeat_lost"
     LOCK_FAILED = "lock_failed"
+    PHASE_SWITCH_FAILED = "phase_switch_failed"
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,10 @@ _CATALOGUE = (
               "within 1 s; the move is retried 3 times 2 s apart, then every 30 s",
               "the feedback follows the command again (an unlock failure must be able to clear: the "
               "cable cannot be unplugged while it lasts)"),
+    FaultSpec(FaultCode.PHASE_SWITCH_FAILED, Reaction.STOP, Recovery.AUTO,
+              "the 1/3-phase contactor's mirror contact disagrees with its command 200 ms after a move: "
+              "the EV would draw on phases the energy manager did not count",
+              "the mirror follows the command again"),
 )  # fmt: skip
 
 CATALOGUE: dict[FaultCode, FaultSpec] = {spec.code: spec for spec in _CATALOGUE}

@@ -185,6 +185,49 @@ class ContactorWiring:
 
 
 # -------------------------------------------------------------------------------------------- RCD
+class PhaseSwitchWiring:
+    """The 1/3-phase contactor C2: coil output -> L2/L3 contacts after ``close_delay_s`` -> mirror input.
+
+    Sets ``plant.phase_contacts_closed`` (so ``plant.live_phases``); ``plant.phase_switch_stuck`` keeps
+    the contacts where they are, whatever the coil does.
+    """
+
+    def __init__(
+        self,
+        plant: Plant,
+        factory: Any,
+        *,
+        coil_pin: int,
+        mirror_pin: int | None = None,
+        mirror_active_high: bool = True,
+        close_delay_s: float = 0.03,
+    ) -> None:
+        self._plant, self._factory = plant, factory
+        self._coil_pin = coil_pin
+        self._mirror_pin, self._mirror_active_high = mirror_pin, mirror_active_high
+        self.close_delay_s = close_delay_s
+        self._coil = False
+        self._coil_since = -math.inf
+        plant.phase_contacts_closed = False
+
+    def update(self, now: float) -> None:
+        coil = _output_active(self._factory, self._coil_pin, True)
+        if coil != self._coil:
+            self._coil, self._coil_since = coil, now
+        closed = bool(self._plant.phase_contacts_closed)
+        if not self._plant.phase_switch_stuck and _elapsed(now, self._coil_since, self.close_delay_s):
+            closed = self._coil
+        if closed != self._plant.phase_contacts_closed:
+            self._plant.phase_contacts_closed = closed
+        if self._mirror_pin is not None:
+            _drive_input(self._factory, self._mirror_pin, closed == self._mirror_active_high)
+
+    def next_due(self, now: float) -> float | None:
+        if self._plant.phase_switch_stuck or self._plant.phase_contacts_closed == self._coil:
+            return None
+        return _future(now, self._coil_since + self.close_delay_s)
+
+
 class RcdWiring:
     """RCD / RDC-DD module: trips when ``plant.residual_current_ma`` >= ``trip_ma`` or while its test
     input is asserted, after ``response_s``; the trip output falls back ``release_s`` after the cause
@@ -400,6 +443,11 @@ class GpioWiring:
 
     def contactor(self, **kwargs: Any) -> ContactorWiring:
         part = ContactorWiring(self.plant, self.factory, **kwargs)
+        self.parts.append(part)
+        return part
+
+    def phase_switch(self, **kwargs: Any) -> PhaseSwitchWiring:
+        part = PhaseSwitchWiring(self.plant, self.factory, **kwargs)
         self.parts.append(part)
         return part
 

@@ -84,6 +84,9 @@ class Plant:
     contactor_welded: bool = False
     contactor_stuck_open: bool = False
     contacts_closed: bool = False  # the main contacts as they physically are (set by the contactor simulator)
+    # --- the 1/3-phase contactor "C2" (boards with [phase_switch]); None: the board has none
+    phase_contacts_closed: bool | None = None  # set by the phase-switch simulator
+    phase_switch_stuck: bool = False  # C2's contacts stay where they are, whatever its coil does
     # --- RCD / temperatures / insulation
     residual_current_ma: float = 0.0
     temperatures_c: dict[str, float] = field(default_factory=dict)
@@ -140,5 +143,12 @@ class Plant:
         return high if (phase % 1.0) < drive.duty else low
 
     # ------------------------------------------------------------------ power
+    @property
+    def live_phases(self) -> int:
+        """The phases that reach the socket: all of them, or L1 alone while C2 is open."""
+        if self.phase_contacts_closed is None or self.phase_contacts_closed:
+            return self.phases
+        return 1
+
     def power_w(self) -> list[float]:
         return [self.grid_voltage_v[i] * self.ev_current_a[i] for i in range(self.phases)]

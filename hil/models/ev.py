@@ -380,7 +380,7 @@ class AcEv:
         return self.max_current_a * (1.0 - (1.0 - TAPER_END_SHARE) * share)
 
     def _active_phases(self) -> int:
-        return min(self.phases, self.plant.phases)
+        return min(self.phases, self.plant.live_phases)
 
     def _integrate(self, now: float) -> None:
         last, self._last_t = self._last_t, now

@@ -14,7 +14,17 @@ import pytest
 from board.loader import BoardError, load_board, parse_board, resolve, shipped_boards
 from board.schema import Atm90e32Config, Sdm630Config
 
-SHIPPED = ["sim-ac", "sim-ac-sdm630", "sim-dc-bidi", "pi-ac", "pi-ac-sdm630", "pi-mcu-ac", "pi-dc-bidi"]
+SHIPPED = [
+    "sim-ac",
+    "sim-ac-1p3p",
+    "sim-ac-sdm630",
+    "sim-dc-bidi",
+    "pi-ac",
+    "pi-ac-1p3p",
+    "pi-ac-sdm630",
+    "pi-mcu-ac",
+    "pi-dc-bidi",
+]
 
 
 def _raw(name: str) -> dict[str, Any]:
@@ -32,7 +42,7 @@ def test_every_shipped_file_is_listed() -> None:
     assert sorted(shipped_boards()) == sorted(SHIPPED)
 
 
-@pytest.mark.parametrize("name", ["pi-ac", "pi-ac-sdm630"])
+@pytest.mark.parametrize("name", ["pi-ac", "pi-ac-1p3p", "pi-ac-sdm630"])
 def test_pi_gpio_boards_are_marked_as_needing_an_external_trip(name: str) -> None:
     cfg = load_board(name)
     assert cfg.safety.realtime == "pi-gpio"
@@ -134,6 +144,10 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
         _set("meter.port", "/dev/serial0"),
         ["serial port /dev/serial0 is used twice", "rfid.port", "meter.port"],
     ),
+    ("sim-ac-1p3p", _set("ratings.phases", 1), ["[phase_switch]", "needs ratings.phases = 3"]),
+    ("sim-ac-1p3p", _set("phase_switch.mirror_pin", 24), ["GPIO 24 is used twice", "phase_switch.mirror_pin"]),
+    ("sim-ac-1p3p", _set("phase_switch.settle_s", 0.1), ["phase_switch.settle_s", "greater than or equal to 1"]),
+    ("sim-ac-1p3p", _set("phase_switch.driver", "modbus"), ["phase_switch.driver", "'modbus'", "'gpio'"]),
     ("pi-ac-sdm630", _set("meter.baudrate", 115200), ["meter.baudrate", "115200", "9600"]),
     ("pi-ac-sdm630", _set("meter.parity", "X"), ["meter.parity", "'X'", "'N', 'E' or 'O'"]),
     ("pi-ac-sdm630", _set("meter.unit", 0), ["meter.unit", "greater than or equal to 1", "(got 0)"]),

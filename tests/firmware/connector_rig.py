@@ -144,7 +144,8 @@ class EvLoad:
     def update(self, now: float) -> None:
         self.energy_wh += sum(self.plant.power_w()) * max(0.0, now - self._last) / 3600.0
         self._last = now
-        target = [self.drawing()] * self.plant.phases + [0.0] * (3 - self.plant.phases)
+        live = self.plant.live_phases  # L1 alone while a 1/3-phase board's C2 is open
+        target = [self.drawing()] * live + [0.0] * (3 - live)
         if target != self.plant.ev_current_a:
             if self.meter is not None:
                 self.meter.sync()  # the chip integrates the old current up to now
@@ -393,6 +394,9 @@ def gpio_pins(cfg: BoardConfig) -> dict[str, int]:
         "rcd_trip": cfg.rcd.trip_pin,
         "rcd_test": cfg.rcd.test_pin,
     }
+    if cfg.phase_switch is not None:
+        optional["phase_coil"] = cfg.phase_switch.coil_pin
+        optional["phase_mirror"] = cfg.phase_switch.mirror_pin
     pins.update({role: pin for role, pin in optional.items() if pin is not None})
     return pins
 

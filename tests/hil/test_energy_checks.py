@@ -3,11 +3,13 @@ shows what it states and fails, with the evidence, on one that does not."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from hil.expect import RunFacts, evaluate
 from hil.scenario import CheckSpec, Scenario, parse_scenario
@@ -244,3 +246,119 @@ def test_demand_response_met_needs_the_end_of_the_request() -> None:
     cut = [r for r in _dr_trace(40000.0, 50000.0) if r["t"] < 200]
     ok, evidence = _check(cut, check="demand_response_met", within_s=3, tolerance_s=1.5)
     assert not ok and "the run ended before the request did" in evidence
+
+
+# ------------------------------------------------------------------------------------------ phase switching
+def _pilot(t: float, pwm: bool, connector: int = 1) -> dict[str, Any]:
+    return {"t": t, "src": f"connector{connector}", "ev": "pilot", "state": "C", "pwm": pwm, "duty_pct": 20.0}
+
+
+def _contactor(t: float, closed: bool, connector: int = 1) -> dict[str, Any]:
+    return {"t": t, "src": f"connector{connector}", "ev": "contactor", "closed": closed, "commanded": True}
+
+
+def _move(t: float, old: int, new: int, connector: int = 1) -> dict[str, Any]:
+    return {"t": t, "src": f"connector{connector}", "ev": "phases", "phases": new, "from": old}
+
+
+# Connector 1 switches down at 181.9 s and up at 391.9 s, each time in the safe order (offer withdrawn,
+# contactor open, C2 moves, offer again after 10 s); connector 2 charges throughout on its phases.
+PHASE_TRACE = [
+    _pilot(5.0, True),
+    _pilot(5.0, True, 2),
+    _contactor(6.0, True),
+    _contactor(6.0, True, 2),
+    _pilot(180.5, False),
+    _contactor(181.7, False),
+    _move(181.9, 3, 1),
+    _pilot(191.9, True),
+    _contactor(193.2, True),
+    _pilot(390.5, False),
+    _contactor(391.7, False),
+    _move(391.9, 1, 3),
+    _pilot(401.9, True),
+    _contactor(403.2, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("params", "passed", "fragment"),
+    [
+        (
+            {"sequence": [[3, 1], [1, 3]]},
+            True,
+            "moves 3->1 at t=181.900, offered again +10.000 s; 1->3 at t=391.900, offered again +10.000 s; "
+            "expected 3->1, 1->3",
+        ),
+        ({"sequence": [[3, 1]], "from_s": 180, "to_s": 188}, True, "in t=180..188: moves 3->1 at t=181.900"),
+        ({"sequence": [], "from_s": 188, "to_s": 390}, True, "moves none; expected none"),
+        ({"sequence": [[1, 3]], "from_s": 391.9, "to_s": 391.9}, True, "1->3 at t=391.900"),  # bounds included
+        ({"sequence": [[1, 3]], "from_s": 390, "to_s": 391}, False, "moves none; expected 1->3"),  # too late
+        ({"sequence": [], "from_s": 188}, False, "moves 1->3 at t=391.900"),
+        ({"sequence": [[3, 1]]}, False, "; expected 3->1"),  # one move more than stated
+        ({"sequence": [[1, 3], [3, 1]]}, False, "expected 1->3, 3->1"),  # the wrong order
+        ({"sequence": [[3, 1], [1, 3], [3, 1]]}, False, "expected 3->1, 1->3, 3->1"),  # one move missing
+        ({"sequence": [], "connector": 2}, True, "connector 2 in t=0..inf: moves none"),
+        ({"sequence": [[3, 1]], "connector": 2}, False, "connector 2 in t=0..inf: moves none; expected 3->1"),
+    ],
+)
+def test_phase_switches(params: dict[str, Any], passed: bool, fragment: str) -> None:
+    ok, evidence = _check(PHASE_TRACE, check="phase_switches", **params)
+    assert ok is passed and fragment in evidence, evidence
+
+
+@pytest.mark.parametrize(
+    ("before", "fragment"),
+    [
+        # The main contactor still closed: C2 would break (or make) the EV's current.
+        ([_pilot(5.0, False), _contactor(6.0, True)], "C2 moved under load at t=20.000 (contactor closed)"),
+        # The contactor open but the offer still on: the EV may close it again while the phases change.
+        ([_pilot(5.0, True), _contactor(6.0, False)], "C2 moved under load at t=20.000 (offer on)"),
+        ([_pilot(5.0, True), _contactor(6.0, True)], "(contactor closed and offer on)"),
+        # Withdrawn and opened in the same instant, but traced after the move: it came too late.
+        ([_pilot(5.0, True), _contactor(6.0, True), _move(20.0, 3, 1), _pilot(20.0, False)], "(contactor closed and"),
+    ],
+)
+def test_phase_switches_fails_a_move_under_load(before: list[dict[str, Any]], fragment: str) -> None:
+    trace = before if any(r["ev"] == "phases" for r in before) else [*before, _move(20.0, 3, 1)]
+    ok, evidence = _check(trace, check="phase_switches", sequence=[[3, 1]])
+    assert not ok and fragment in evidence, evidence
+
+
+def test_phase_switches_takes_the_order_of_one_instant() -> None:
+    # Offer withdrawn and contactor open in the same instant as the move, traced before it: safe.
+    trace = [_pilot(5.0, True), _contactor(6.0, True), _pilot(20.0, False), _contactor(20.0, False)]
+    assert _check([*trace, _move(20.0, 3, 1)], check="phase_switches", sequence=[[3, 1]])[0]
+    # With no EV and nothing traced before it (the move at boot), nothing was under load.
+    assert _check([_move(0.5, 1, 3)], check="phase_switches", sequence=[[1, 3]])[0]
+
+
+@given(st.lists(st.floats(1, 1000), min_size=0, max_size=8), st.integers(0, 7))
+def test_phase_switches_passes_exactly_the_moves_made(gaps: list[float], drop: int) -> None:
+    records: list[dict[str, Any]] = []
+    moves: list[list[int]] = []
+    t, phases = 0.0, 3
+    for gap in gaps:
+        t += gap
+        new = 4 - phases  # 3 -> 1 -> 3 ...
+        records.append(_move(t, phases, new))
+        moves.append([phases, new])
+        phases = new
+    assert _check(records, check="phase_switches", sequence=moves)[0]
+    if moves:
+        fewer = moves[: drop % len(moves)] + moves[drop % len(moves) + 1 :]
+        assert not _check(records, check="phase_switches", sequence=fewer)[0]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({}, "check 'phase_switches' needs sequence"),
+        ({"sequence": [[3, 3]]}, "each move is [3, 1] or [1, 3]"),
+        ({"sequence": [[3, 2]]}, "Input should be 1 or 3"),
+        ({"sequence": [[3, 1]], "from_s": 20, "to_s": 10}, "to_s (10 s) comes before from_s (20 s)"),
+    ],
+)
+def test_phase_switches_parameters_are_checked(params: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        CheckSpec.model_validate({"check": "phase_switches", **params})

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import firmware.connector
+import firmware.energy.manager
 import firmware.iec61851.machine
 import firmware.iec61851.pilot
 import firmware.ocpp.station
@@ -22,6 +23,7 @@ from firmware.connector import Connector
 from firmware.energy.bounds import Bound
 from firmware.energy.der import DerController
 from firmware.energy.manager import SITE_EMS, EnergyManager
+from firmware.energy.phases import PhaseDecision, PhasePolicy, PhaseTrack
 from firmware.iec61851.machine import ConnectorMachine
 from firmware.limits import Effective, LimitSet
 from firmware.ocpp.station import OcppStation
@@ -202,6 +204,16 @@ def _ffr_ignored(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(DerController, "_ffr", ffr)
 
 
+def _phases_never_switched(mp: pytest.MonkeyPatch) -> None:
+    """The energy manager keeps a switchable connector on three phases: a share below 6 A there pauses
+    the EV instead of moving it to one phase."""
+
+    def decide(policy: PhasePolicy, track: PhaseTrack, **kwargs: Any) -> PhaseDecision:
+        return PhaseDecision(track.phases, None)
+
+    mp.setattr(firmware.energy.manager, "decide", decide)
+
+
 BREAKAGES: dict[str, Breakage] = {
     "home-ems-fallback": _expired_limits_dropped,
     "unplug-in-every-state": _slow_unplug_detection,
@@ -224,6 +236,7 @@ BREAKAGES: dict[str, Breakage] = {
     "demand-response": _demand_response_ignored,
     "site-meter-loss": _after_manager_init(_trust_a_silent_meter),
     "frequency-event": _ffr_ignored,
+    "home-phase-switching": _phases_never_switched,
 }
 
 

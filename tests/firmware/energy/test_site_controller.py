@@ -157,3 +157,72 @@ def test_a_frequency_drop_pauses_charging_within_the_ffr_deadline(tmp_path: Path
                     await task
 
     asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_a_switching_charger_goes_to_one_phase_below_6_a_and_back_after_the_hysteresis(tmp_path: Path) -> None:
+    """sim-ac-1p3p behind a 10 kW connection: the house takes 7 kW for a while (3 kW left: below 6 A on
+    three phases), then 2 kW again. The charger keeps charging on one phase and returns to three after
+    the hysteresis; whatever side of a switch it is on, what it offers never exceeds what is left."""
+    grid_w = 10_000.0
+    house = {"w": 2_000.0}
+
+    async def scenario() -> None:
+        clock = VirtualClock()
+        charger = SimulatedCharger(
+            "sim-ac-1p3p",
+            journal_path=tmp_path / "j.db",
+            settings=ConnectorSettings(free_charging=True, fallback_a=6.0),
+            clock=clock,
+        )
+        await charger.start()
+        connector = charger.connector
+        assert connector is not None
+
+        def ev_w() -> float:
+            return sum(charger.plant.power_w()) if charger.plant.contacts_closed else 0.0
+
+        def draw(wants_a: float = 32.0) -> None:
+            amps = min(wants_a, offered(charger)) if charger.plant.contacts_closed else 0.0
+            live = charger.plant.live_phases
+            charger.plant.ev_current_a = [amps] * live + [0.0] * (3 - live)
+
+        cfg = SiteConfig(grid_import_max_w=grid_w, hold_s=0.0, min_pause_s=0.0)
+        spec = ConnectorSpec(1, "board1", 3, V, phase_switching=True)
+        control = SiteController(
+            EnergyManager(cfg, {1: spec}), {1: connector}, clock=clock, site_meter=lambda: house["w"] + ev_w()
+        )
+        task = asyncio.create_task(control.run())
+        try:
+            plug_and_draw(charger, 0.0)
+            phases_seen: list[tuple[int, int]] = []
+            on_one_phase: list[float] = []
+            over: list[int] = []
+            for second in range(400):
+                house["w"] = 7_000.0 if 60 <= second < 200 else 2_000.0
+                draw()
+                await clock.advance(1.0)
+                phases_seen.append((second, charger.plant.live_phases))
+                if second == 150:
+                    on_one_phase = list(charger.plant.ev_current_a)
+                if second not in (60, 61) and house["w"] + ev_w() > grid_w + 1e-6:
+                    over.append(second)
+                # What the pilot offers on the phases that are live fits what the manager left.
+                offer_w = offered(charger) * V * charger.plant.live_phases
+                assert offer_w <= grid_w - house["w"] + 1e-6 or second in (60, 61), (second, offer_w)
+            assert over == []
+            live = dict(phases_seen)
+            assert live[55] == 3 and offered(charger) > 6.0
+            assert all(live[s] == 1 for s in range(80, 200)), "one phase while only 3 kW are left"
+            assert min(s for s in range(60, 400) if live[s] == 1) <= 60 + 8  # the order: withdraw, open, move
+            up = min(s for s in range(200, 400) if live[s] == 3)
+            assert 200 + 30 <= up <= 200 + 30 + 5, "back to three phases after the 30 s hysteresis"
+            # On one phase it charged: 3 kW left = 13 A on L1 (a three-phase-only charger would pause).
+            assert on_one_phase[0] == pytest.approx(13.0, abs=0.3) and on_one_phase[1:] == [0.0, 0.0]
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await charger.close()
+
+    asyncio.run(scenario())

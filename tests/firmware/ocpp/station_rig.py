@@ -103,6 +103,7 @@ async def station_rig(
     before_start: Callable[[StationRig], None] | None = None,
     ev_at_boot: str | None = None,
     tariff: Tariff | None = None,
+    board: str = "sim-ac",
 ) -> AsyncIterator[StationRig]:
     """``ev_at_boot`` ("B", "C"): an EV is already plugged in when the charger boots (a restart)."""
 
@@ -113,7 +114,7 @@ async def station_rig(
     # In-loop validation for the rig's lifetime only: real-time tests elsewhere keep the library default.
     saved, ocpp.messages.ASYNC_VALIDATION = ocpp.messages.ASYNC_VALIDATION, False
     sim = SimulatedCharger(
-        "sim-ac",
+        board,
         journal_path=tmp_path / "journal.db",
         settings=ConnectorSettings(free_charging=free_charging, tariff=tariff),
         before_start=plug_at_boot,

@@ -651,6 +651,25 @@ def test_limit_at_reports_sources_and_the_next_change() -> None:
     assert (later.amps, later.source_profile_ids, later.next_change) == (12.0, (2,), None)
 
 
+@pytest.mark.parametrize(
+    ("live", "expected_a"),
+    [
+        pytest.param(3, 4140 / (230 * 3), id="3-live-phases"),
+        pytest.param(1, 4140 / 230, id="1-live-phase"),
+    ],
+)
+def test_limit_at_with_live_phases_converts_watts_on_the_phases_that_carry_the_current(
+    live: int, expected_a: float
+) -> None:
+    """numberPhases = 1 in a W profile must not triple the power of an EV drawing on three phases."""
+    store = ProfileStore()
+    profile = v16(1, 0, "TxDefaultProfile", "Absolute", [(0, 4140, 1)], start="2024-01-01T10:00:00Z", unit="W")
+    store.install(profile_from_v16(profile, 0), active_transaction_id=None)
+    declared = limit_at(store, 1, T10, phases=3)
+    assert declared.amps == pytest.approx(4140 / 230)  # the period's own numberPhases, as the composite reports
+    assert limit_at(store, 1, T10, phases=live, live_phases=True).amps == pytest.approx(expected_a)
+
+
 def test_limit_at_without_profiles_is_unlimited_and_never_changes() -> None:
     limit = limit_at([], 1, T10)
     assert (limit.amps, limit.watts, limit.source_profile_ids, limit.next_change) == (None, None, (), None)
