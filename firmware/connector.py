@@ -243,6 +243,14 @@ class Connector:
 
     def set_hlc(self, required: bool) -> None:
         self.machine.inputs.hlc = required
+        if not required:
+            self.machine.inputs.hlc_power = False
+        self._mark_dirty()
+
+    def hlc_power(self, on: bool) -> None:
+        """The ISO 15118 / DIN 70121 session's PowerDelivery: with HLC the contactor closes in C only
+        after it (and opens after its Stop, once the EV stops drawing)."""
+        self.machine.inputs.hlc_power = on
         self._mark_dirty()
 
     def set_limit(self, limit: Limit) -> None:
@@ -280,6 +288,8 @@ class Connector:
             blockers.append("paused")
         if self.phases is not None and self.phases.holding:
             blockers.append(self.phases.describe())
+        if i.hlc and not i.hlc_power:
+            blockers.append("ISO 15118: waiting for the session's PowerDelivery")
         for code in self.supervisor.active:
             blockers.append(f"fault {code.value}")
         if effective.current_a < 6.0 and not i.hlc:

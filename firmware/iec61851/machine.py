@@ -132,6 +132,9 @@ class Inputs:
     paused: bool = False  # user / EMS / backend asked to suspend
     phase_switching: bool = False  # a 1/3-phase switch needs the EV idle (firmware.phase_switching)
     hlc: bool = False  # high-level communication required: offer 5 % instead of a current
+    #: With HLC, the contactor closes only once the session asked for power (ISO 15118 / DIN 70121
+    #: PowerDelivery with ChargeProgress Start / ReadyToChargeState true), not merely in C2.
+    hlc_power: bool = False
     effective_a: float = 0.0  # the minimum of all limits (firmware.limits)
     emergency: bool = False  # an EMERGENCY fault is active: no offer, contactor open
     new_emergency: bool = False  # an EMERGENCY fault was raised since the last step: go to F
@@ -269,7 +272,9 @@ class ConnectorMachine:
         elif self.state.endswith("1") and self.state != "A1" and self.offer_allowed():
             self.offer()
         # Timers.
-        if self.state == "B2" and not self._t.wakeup_done and self._t.offered_in_b2_at is not None:
+        # No legacy wake-up under HLC: the EV sits in B2 through SLAC and the session's setup, and an
+        # E/F pulse would end its session (ISO 15118-3 uses E/F only to restart a failed one).
+        if self.state == "B2" and not i.hlc and not self._t.wakeup_done and self._t.offered_in_b2_at is not None:
             if _due(self._t.offered_in_b2_at, T_LEGACY_WAKEUP, now):
                 self._t.wakeup_done = True
                 self.wake_up()
@@ -284,7 +289,12 @@ class ConnectorMachine:
             deadlines.append(self._t.f_entered + T_STATE_F_AFTER_FAULT + T_REREAD_AFTER_F)
         if self._t.withdrawn_at is not None and self.contactor_closed:
             deadlines.append(self._t.withdrawn_at + T_POWER_OFF_UNDER_LOAD_C1)
-        if self.state == "B2" and not self._t.wakeup_done and self._t.offered_in_b2_at is not None:
+        if (
+            self.state == "B2"
+            and not self.inputs.hlc
+            and not self._t.wakeup_done
+            and self._t.offered_in_b2_at is not None
+        ):
             deadlines.append(self._t.offered_in_b2_at + T_LEGACY_WAKEUP)
         if self.state == "WAKEUP":
             deadlines.append(self._t.entered + T_STEP_EF)
@@ -342,14 +352,27 @@ class ConnectorMachine:
         if i.emergency:
             return False
         if self.state == "C2" or (self.state == "D2" and i.ventilation_available):
+            if i.hlc and not i.hlc_power:
+                # The session stopped power (PowerDelivery Stop) or never started it: as in C1, an EV
+                # still drawing gets up to 6 s to stop before the contactor opens under load.
+                return self._power_off_window(now)
             # Close only with a verified diode (IEC 61851-1 Table A.4: checked before closing) and a
             # connector confirmed locked (IEC 61851-1 D.6.5: no power on an unlocked socket).
             return i.diode_ok is True and i.lock_confirmed
         under_load_window = self.state == "C1" or (self.state == "D1" and i.ventilation_available)
-        if under_load_window and self.contactor_closed and self._t.withdrawn_at is not None:
-            # Sequence 10.2: give the EV up to 6 s to stop drawing current, then open under load.
+        if under_load_window and self._t.withdrawn_at is not None:
+            return self._power_off_window(now)
+        self._t.withdrawn_at = None
+        return False
+
+    def _power_off_window(self, now: float) -> bool:
+        """Sequence 10.2: a closed contactor stays closed while the EV still draws current, at most
+        6 s from the withdrawal; then (or at once below 1 A) it opens."""
+        if self.contactor_closed:
+            if self._t.withdrawn_at is None:
+                self._t.withdrawn_at = now
             window_open = not _due(self._t.withdrawn_at, T_POWER_OFF_UNDER_LOAD_C1, now)
-            if i.current_a >= I_OPEN_WITHOUT_WAIT_A and window_open:
+            if self.inputs.current_a >= I_OPEN_WITHOUT_WAIT_A and window_open:
                 return True
         self._t.withdrawn_at = None
         return False
