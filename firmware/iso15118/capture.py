@@ -26,6 +26,8 @@ from typing import Any, BinaryIO
 
 import dpkt
 
+from firmware.iso15118.exi.namespaces import Namespace
+
 V2GTP_HEADER = 8
 V2GTP_VERSION = 0x01
 SDP_PORT = 15118
@@ -36,13 +38,13 @@ MAX_PAYLOAD = 1 << 20
 #: V2GTP payload types (ISO 15118-2 Table 10, DIN 70121 Table 16, ISO 15118-20 Table 12).
 EXI = 0x8001  # SAP, DIN, ISO-2 (and SAP under -20)
 ISO20_GRAMMARS = {
-    0x8002: "urn:iso:std:iso:15118:-20:CommonMessages",
-    0x8003: "urn:iso:std:iso:15118:-20:AC",
-    0x8004: "urn:iso:std:iso:15118:-20:DC",
-    0x8005: "urn:iso:std:iso:15118:-20:ACDP",
-    0x8006: "urn:iso:std:iso:15118:-20:WPT",
+    0x8002: Namespace.ISO20_COMMON,
+    0x8003: Namespace.ISO20_AC,
+    0x8004: Namespace.ISO20_DC,
+    0x8005: Namespace.ISO20_ACDP,
+    0x8006: Namespace.ISO20_WPT,
 }
-SAP_NAMESPACE = "urn:iso:15118:2:2010:AppProtocol"
+SAP_NAMESPACE = Namespace.SAP
 SDP_TYPES = {0x9000: "SDP request", 0x9001: "SDP response", 0x9002: "SDP request (wireless)", 0x9003: "SDP response"}
 
 

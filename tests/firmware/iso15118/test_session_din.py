@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from firmware.iso15118.exi import Namespace, codec
 from firmware.iso15118.session.din import STATES, TRANSITIONS, DinError, DinSession
 from firmware.iso15118.session.port import (
     Authorisation,
@@ -214,6 +215,10 @@ def test_the_table_names_only_known_states_and_every_state_is_reachable() -> Non
 def test_a_whole_dc_session() -> None:
     din, model = session()
     responses = run_to(din, HAPPY)
+    din_codec = codec(Namespace.DIN)
+    for step, response in zip(HAPPY, responses, strict=True):  # every answer is valid DIN 70121 EXI
+        assert din_codec.decode(din_codec.encode(response)) == response, step
+        din_codec.encode(request_for(step[0]))  # and so is every request of the test
     assert din.ended and din.stop_reason == "SessionStop by the EV" and model.stopped == ["SessionStop by the EV"]
     setup = responses[0]["V2G_Message"]
     assert setup["Header"]["SessionID"] == SESSION.hex().upper()
@@ -256,7 +261,9 @@ def test_every_request_out_of_its_place_is_a_sequence_error_that_ends_the_sessio
             continue
         din, model = session()
         run_to(din, HAPPY[:steps])
-        _, body = body_of(din.handle(req(name, REQUESTS[name])))
+        response = din.handle(req(name, REQUESTS[name]))
+        codec(Namespace.DIN).encode(response)  # a FAILED answer is schema-valid too
+        _, body = body_of(response)
         assert body["ResponseCode"] == "FAILED_SequenceError", (state, name)
         assert din.ended and model.stopped and f"{name} not expected in state {state}" in model.stopped[0]
         _, again = body_of(din.handle(request_for("SessionStopReq")))
