@@ -461,6 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("params", nargs="*", metavar="KEY=VALUE", help="e.g. source=ems amps=16 for_s=900")
     p.add_argument("--control", help="control socket path")
     p.set_defaults(func=_cmd_ctl)
+
+    from firmware.iso15118.exi_tool import add_parser as add_exi_parser  # evse exi decode|encode|decode-pcap
+
+    add_exi_parser(sub)
     return parser
 
 
