@@ -83,10 +83,11 @@ def read(path: Path) -> Iterator[Message]:
     except OSError as exc:
         raise CaptureError(f"{path}: {exc.strerror}") from exc
     with handle:
-        yield from _messages(_packets(handle, path))
+        yield from _messages(packets(handle, path))
 
 
-def _packets(handle: BinaryIO, path: Path) -> Iterator[tuple[float, bytes, int]]:
+def packets(handle: BinaryIO, path: Path) -> Iterator[tuple[float, bytes, int]]:
+    """(time, frame, link type) of every packet of an open capture file."""
     magic = handle.read(4)
     handle.seek(0)
     try:
@@ -101,7 +102,8 @@ def _packets(handle: BinaryIO, path: Path) -> Iterator[tuple[float, bytes, int]]
         raise CaptureError(f"{path}: not a readable pcap or pcapng capture ({exc})") from exc
 
 
-def _ip_of(frame: bytes, link: int) -> Any:
+def ip_of(frame: bytes, link: int) -> Any:
+    """The IP packet inside a captured frame (Ethernet, Linux cooked or raw IP); None for others."""
     if link == dpkt.pcap.DLT_EN10MB:
         eth = dpkt.ethernet.Ethernet(frame)
         return eth.data
@@ -122,7 +124,7 @@ def _messages(packets: Iterable[tuple[float, bytes, int]]) -> Iterator[Message]:
     flows: dict[frozenset[tuple[bytes, int]], int] = {}
     for t, frame, link in packets:
         try:
-            ip = _ip_of(frame, link)
+            ip = ip_of(frame, link)
         except (dpkt.dpkt.UnpackError, dpkt.dpkt.NeedData):
             continue
         if not isinstance(ip, dpkt.ip.IP | dpkt.ip6.IP6):

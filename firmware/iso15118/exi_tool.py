@@ -567,7 +567,7 @@ def _survey(path: Path) -> list[_Direction]:
     import dpkt
 
     # Packet iteration and link layers exactly as the capture module reads them (same package).
-    from firmware.iso15118.capture import _ip_of, _packets
+    from firmware.iso15118.capture import ip_of, packets
 
     flows: dict[frozenset[tuple[bytes, int]], int] = {}
     directions: dict[tuple[bytes, int, bytes, int], _Direction] = {}
@@ -577,9 +577,9 @@ def _survey(path: Path) -> list[_Direction]:
     except OSError as exc:
         raise ExiToolError(f"{path}: {exc.strerror}") from None
     with handle:
-        for t, frame, link in _packets(handle, path):
+        for t, frame, link in packets(handle, path):
             try:
-                ip = _ip_of(frame, link)
+                ip = ip_of(frame, link)
             except (dpkt.dpkt.UnpackError, dpkt.dpkt.NeedData):
                 continue
             if not isinstance(ip, dpkt.ip.IP | dpkt.ip6.IP6) or not isinstance(ip.data, dpkt.tcp.TCP):
