@@ -861,8 +861,14 @@ class Connector:
         self.machine.inputs.current_a = current
         out = self._outputs
         offered = None
-        if out is not None and out.pilot_mode is PilotMode.PWM and not self.machine.inputs.hlc:
-            offered = current_for_duty(out.duty_permille)
+        inputs = self.machine.inputs
+        if out is not None and out.pilot_mode is PilotMode.PWM:
+            if not inputs.hlc:
+                offered = current_for_duty(out.duty_permille)
+            elif inputs.hlc_power:
+                # Under HLC the session tells the EV its maximum current: the connector's limit chain
+                # (the 5 % duty says nothing about current).
+                offered = inputs.effective_a
         cable = self.limits.get(sources.CABLE)
         rating = min(self.hal.config.ratings.max_current_a, cable.current_a if cable and cable.current_a else math.inf)
         soft, hard = self.overcurrent.check(current_a=current, offered_a=offered, rating_a=rating, now=now)

@@ -202,7 +202,12 @@ class ConnectorMachine:
     def offer_allowed(self, _event: Any = None) -> bool:
         """Default deny: offer PWM only when every precondition is positive."""
         i = self.inputs
-        if not i.authorized or i.paused or i.phase_switching or i.emergency or i.stop:
+        if i.paused or i.phase_switching or i.emergency or i.stop:
+            return False
+        # Under HLC the 5 % duty asks the EV to talk, it offers no power: it starts at plug-in, before
+        # authorisation, which the session itself does (EIM or Plug & Charge); the contactor still
+        # waits for both (see _contactor).
+        if not i.authorized and not i.hlc:
             return False
         if i.ev == CpState.D and not i.ventilation_available:
             return False
@@ -352,7 +357,7 @@ class ConnectorMachine:
         if i.emergency:
             return False
         if self.state == "C2" or (self.state == "D2" and i.ventilation_available):
-            if i.hlc and not i.hlc_power:
+            if i.hlc and not (i.hlc_power and i.authorized):
                 # The session stopped power (PowerDelivery Stop) or never started it: as in C1, an EV
                 # still drawing gets up to 6 s to stop before the contactor opens under load.
                 return self._power_off_window(now)

@@ -40,6 +40,7 @@ _ACTION = st.one_of(
     st.tuples(st.just("paused"), st.booleans()),
     st.tuples(st.just("stop"), st.booleans()),
     st.tuples(st.just("hlc"), st.booleans()),
+    st.tuples(st.just("hlc_power"), st.booleans()),
     st.tuples(st.just("ventilation_available"), st.booleans()),
     st.tuples(st.just("lock_confirmed"), st.booleans()),
     st.tuples(
@@ -137,6 +138,22 @@ def closed_only_in_c2_d2_or_the_10_2_window(samples: list[Sample]) -> list[str]:
 @given(_SCRIPTS)
 def test_contactor_closed_only_in_c2_d2_with_ventilation_or_the_10_2_window(actions: list[Action]) -> None:
     check(actions, closed_only_in_c2_d2_or_the_10_2_window)
+
+
+def hlc_closes_only_on_power_delivery(samples: list[Sample]) -> list[str]:
+    """Under HLC the contactor closes only once the session asked for power and the EV is authorised."""
+    problems = []
+    for prev, s in itertools.pairwise(samples):
+        closing = s.out.contactor_closed and not prev.out.contactor_closed
+        if closing and s.inputs.hlc and not (s.inputs.hlc_power and s.inputs.authorized):
+            problems.append(f"closed under HLC without PowerDelivery and authorisation: {_describe(s)}")
+    return problems
+
+
+@_SETTINGS
+@given(_SCRIPTS)
+def test_under_hlc_the_contactor_closes_only_after_power_delivery_and_authorisation(actions: list[Action]) -> None:
+    check(actions, hlc_closes_only_on_power_delivery)
 
 
 # ---------------------------------------------------------------------------- (2) closing needs the diode
@@ -245,7 +262,9 @@ def no_offer_unless_allowed(samples: list[Sample]) -> list[str]:
     for s in samples:
         i = s.inputs
         pwm = s.out.pilot_mode == PilotMode.PWM
-        if pwm and (not i.authorized or i.paused or i.emergency or i.new_emergency or i.stop):
+        # Unauthorised, the only PWM allowed is HLC's 5 %: it asks the EV to talk and offers no power.
+        hlc_call = i.hlc and s.out.duty_permille == HLC_DUTY_PERMILLE
+        if pwm and ((not i.authorized and not hlc_call) or i.paused or i.emergency or i.new_emergency or i.stop):
             problems.append(f"offer while not allowed: {_describe(s)}")
         if pwm and i.ev == CpState.D and not i.ventilation_available:
             problems.append(f"offer to an EV in D without ventilation: {_describe(s)}")

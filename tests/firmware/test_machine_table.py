@@ -394,6 +394,18 @@ SEQUENCES = [
         (At(9.99, closed=True), At(10, state="C2", closed=False)),
     ),
     Seq(
+        "HLC: 5 % from plug-in before authorisation; the contactor waits for it and for PowerDelivery",
+        (
+            _ev(0, hlc=True, effective_a=16.0, diode_ok=True),
+            _ev(1, ev=B),
+            _ev(2, ev=C, hlc_power=True),
+            _ev(5, authorized=True),
+        ),
+        6,
+        CHARGING_TRAIL,
+        (At(1, state="B2", mode=PWM, duty=50), At(4.99, state="C2", closed=False), At(5, closed=True)),
+    ),
+    Seq(
         "HLC: no legacy wake-up of an EV that stays in B2 (its session is still being set up)",
         (_ev(0, **ready(hlc=True)), _ev(1, ev=B)),
         T_LEGACY_WAKEUP + 10,
