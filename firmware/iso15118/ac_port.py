@@ -1,0 +1,312 @@
+"""The AC session port over a running :class:`~firmware.connector.Connector`: what an ISO 15118-2 or -20
+AC session asks of the charger, answered from the connector's own state.
+
+* **Authorisation** is the connector's: ACCEPTED while it is authorised (RFID, OCPP, free charging),
+  PENDING while it waits for one (EIM: the EV repeats its request while the answer is Ongoing), and
+  REJECTED once the authorisation seen during this session was withdrawn (``Connector.deauthorize``: a
+  second card swipe, a remote stop) or the backend refused the id (:meth:`ConnectorAcPort.reject`).
+* **Limits** come from the board's ratings and the connector's effective limit chain (board, cable PP,
+  thermal, site share, OCPP, EMS, user: ``Connector.limits``) on the phases that reach the socket now.
+  Discharge (ISO 15118-20 AC_BPT) is 0 unless an energy-manager hook authorises some (default deny).
+* **Schedules**: one offer over 24 h built from the same limit chain, stepping where a limit in it expires
+  (it is then replaced by the connector's fallback current, so the offer is what is guaranteed), with the
+  connector's tariff as its price when the settings have one.
+* **The EV's needs** (ISO-2 EAmount/DepartureTime, -20 energy requests and departure) are kept as a
+  ``needs`` provider for the energy service: (energy still needed in Wh, departure as a monotonic
+  deadline), see :func:`needs_provider`.
+* **PowerDelivery** is ``Connector.hlc_power``: with HLC the contactor closes in C only after Start and
+  opens after Stop; the session's end always switches it off.
+* **Charge loop**: the measured power (``Connector.last_meter``) and the target from the limit chain;
+  **meter**: the last reading with the meter's serial number as MeterID when its driver reads one.
+* **Status**: StopCharging while a STOP or EMERGENCY fault is active, or once the authorisation is gone;
+  RCD set while the RCD has tripped.
+
+Every method returns at once (the sessions are pure and driven by the EV's requests).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from firmware.connector import Connector
+from firmware.energy.manager import DISCHARGE, EnergyManager
+from firmware.iec61851.pilot import MIN_OFFER_A, CpState
+from firmware.iso15118.session.iso20 import Notice
+from firmware.iso15118.session.port import Authorisation, Notification
+from firmware.iso15118.session.port_ac import (
+    AcLimits,
+    AcSetpoint,
+    AcStatus,
+    EvAcParameters,
+    MeterInfo,
+    PowerEntry,
+    PriceEntry,
+    Schedule,
+)
+from firmware.safety.faults import FaultCode, Reaction, spec
+from hal.clock import Clock
+
+log = logging.getLogger(__name__)
+
+#: DIN 70121 [V2G-DC-559] / ISO 15118-2: an SAScheduleTuple covers at least 24 h (the sessions' own
+#: SCHEDULE_DURATION_S and -20's 86400 s scheduled power duration, standards-facts.md 2.6).
+SCHEDULE_DURATION_S = 86_400
+SCHEDULE_ID = 1  # the one offer (SAScheduleTupleID / ScheduleTupleID 1..255)
+#: Faults that end charging (firmware.safety.faults): the EV is told to stop.
+_STOPPING = (Reaction.STOP, Reaction.EMERGENCY)
+
+NeedsFn = Callable[[int, float], tuple[float, float | None]]
+
+
+@dataclass(frozen=True)
+class _Needs:
+    """What the EV said it needs, and when and at which meter reading it said it."""
+
+    params: EvAcParameters
+    at: float  # connector clock
+    import_wh: float  # the meter's import total then
+
+
+class ConnectorAcPort:
+    """:class:`~firmware.iso15118.session.port_ac.AcEvsePort` and the ISO 15118-20
+    :class:`~firmware.iso15118.session.iso20_ac.Iso20AcPort` over one connector."""
+
+    def __init__(
+        self,
+        connector: Connector,
+        *,
+        evse_id: str,
+        discharge_allowance: Callable[[], float] | None = None,
+        meter_id: str | None = None,
+    ) -> None:
+        self.connector = connector
+        self._evse_id = evse_id
+        self._discharge = discharge_allowance
+        self._meter_id = meter_id
+        self._seen_authorised = False  # the connector was authorised during this session
+        self._rejected = False
+        self._needs: _Needs | None = None
+        self._pilot = connector.debouncer.state
+        self.stopped: list[str] = []  # why each session stopped (for logs and tests)
+        connector.add_listener(self._on_connector_event)
+
+    # ------------------------------------------------------------------ identity and authorisation
+    @property
+    def evse_id(self) -> str:
+        return self._evse_id
+
+    def authorisation(self) -> Authorisation:
+        if self.connector.machine.inputs.authorized:
+            self._seen_authorised, self._rejected = True, False
+            return Authorisation.ACCEPTED
+        if self._rejected or self._seen_authorised:
+            return Authorisation.REJECTED
+        return Authorisation.PENDING
+
+    def reject(self, reason: str = "rejected") -> None:
+        """The backend refused the EV's id (OCPP Authorize not Accepted): EIM ends with REJECTED."""
+        log.info("connector %d: ISO 15118 authorisation rejected: %s", self._connector_id, reason)
+        self._rejected = True
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> AcStatus:
+        active = self.connector.supervisor.active
+        stopping = any(spec(code).reaction in _STOPPING for code in active)
+        withdrawn = self.authorisation() is Authorisation.REJECTED
+        return AcStatus(
+            notification=Notification.STOP if stopping or withdrawn else Notification.NONE,
+            notification_max_delay_s=0,
+            rcd_tripped=FaultCode.RCD_TRIPPED in active,
+        )
+
+    def notice(self) -> Notice | None:
+        """Nothing beyond :meth:`status` (the -20 part maps StopCharging to Terminate)."""
+        return None
+
+    # ------------------------------------------------------------------ limits and offers
+    def limits(self) -> AcLimits:
+        ratings = self.connector.hal.config.ratings
+        amps = self._allowed_a(self._now())
+        return AcLimits(
+            nominal_voltage_v=ratings.nominal_voltage_v,
+            max_current_a=amps,
+            min_current_a=MIN_OFFER_A,  # IEC 61851-1 Table A.8: 6 A is the least a charger offers
+            phases=self.connector.phases_active,
+            nominal_frequency_hz=float(ratings.grid_frequency_hz),
+            max_power_w=ratings.max_power_w,
+            max_discharge_power_w=self._discharge_w(),
+            min_discharge_power_w=0.0,
+        )
+
+    def schedules(self) -> list[Schedule]:
+        """One offer over 24 h: the power the limit chain allows, stepping where a limit expires.
+
+        A step to less power starts at the whole second before the expiry, a step to more at the whole
+        second after it, so the offer never exceeds what the chain allows at any instant."""
+        now = self._now()
+        expiries = sorted(
+            {
+                link.limit.expires_at - now
+                for link in self.connector.limits.effective(now).chain
+                if link.limit.expires_at is not None and 0 < link.limit.expires_at - now < SCHEDULE_DURATION_S
+            }
+        )
+        starts: dict[int, float] = {0: self._power_at(now)}
+        previous = starts[0]
+        for offset in expiries:
+            watts = self._power_at(now + offset + 1e-6)
+            start = math.floor(offset) if watts < previous else math.ceil(offset)
+            if start < SCHEDULE_DURATION_S:
+                starts[start] = min(watts, starts.get(start, math.inf))
+            previous = watts
+        entries: list[PowerEntry] = []
+        for start in sorted(starts):
+            if not entries or entries[-1].max_power_w != starts[start]:
+                entries.append(PowerEntry(start, starts[start]))
+        return [Schedule(SCHEDULE_ID, SCHEDULE_DURATION_S, tuple(entries), **self._tariff())]
+
+    def _tariff(self) -> dict[str, Any]:
+        tariff = self.connector.settings.tariff
+        if tariff is None:
+            return {}
+        # A flat tariff (firmware.metering.billing.Tariff): one price, one level.
+        price = PriceEntry(0, float(tariff.energy_per_kwh), level=1)
+        return {"prices": (price,), "currency": tariff.currency, "price_levels": 1}
+
+    # ------------------------------------------------------------------ the EV's needs
+    def ev_parameters(self, params: EvAcParameters) -> None:
+        self._needs = _Needs(params, self._now(), self._import_wh())
+        log.info(
+            "connector %d: EV needs %s Wh, departure in %s s, max %s A",
+            self._connector_id,
+            params.energy_request_wh,
+            params.departure_in_s,
+            params.max_current_a,
+        )
+
+    @property
+    def ev(self) -> EvAcParameters | None:
+        """What the EV said last (limits and needs), None before it said anything."""
+        return self._needs.params if self._needs is not None else None
+
+    def needs(self, now: float) -> tuple[float, float | None]:
+        """(energy still needed in Wh, departure as a time of the connector's clock) for the energy
+        manager; (0, None) without a departure time (as firmware.energy.ems_bridge answers)."""
+        needs = self._needs
+        if needs is None or needs.params.departure_in_s is None:
+            return 0.0, None
+        wanted = needs.params.energy_request_wh
+        if wanted is None:
+            wanted = needs.params.min_energy_wh if needs.params.min_energy_wh is not None else 0.0
+        delivered = max(0.0, self._import_wh() - needs.import_wh)
+        return max(0.0, wanted - delivered), needs.at + needs.params.departure_in_s
+
+    # ------------------------------------------------------------------ power
+    def power_delivery(self, start: bool, schedule_id: int | None) -> bool:
+        if not start:
+            self.connector.hlc_power(False)
+            return True
+        if self.authorisation() is not Authorisation.ACCEPTED or self.status().notification is Notification.STOP:
+            return False
+        self.connector.hlc_power(True)
+        return True
+
+    def charge_loop(self, ev_present_power_w: float | None) -> AcSetpoint:
+        reading = self.connector.last_meter
+        present = reading.total_power_w if reading is not None else 0.0
+        currents = tuple(reading.current_a) if reading is not None else ()
+        target = 0.0 if self.status().notification is Notification.STOP else self._power_at(self._now())
+        return AcSetpoint(target_power_w=target, present_power_w=present, present_current_a=currents)
+
+    def meter(self) -> MeterInfo | None:
+        reading = self.connector.last_meter
+        if reading is None:
+            return None
+        return MeterInfo(meter_id=self._meter_identity(), import_wh=reading.import_wh, export_wh=reading.export_wh)
+
+    def session_stopped(self, reason: str) -> None:
+        self.stopped.append(reason)
+        self.connector.hlc_power(False)
+        self._seen_authorised = False
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def _connector_id(self) -> int:
+        return self.connector.settings.connector_id
+
+    def _now(self) -> float:
+        return self.connector.clock.monotonic()
+
+    def _allowed_a(self, at: float) -> float:
+        rating = self.connector.hal.config.ratings.max_current_a
+        return max(0.0, min(rating, self.connector.limits.effective(at).current_a))
+
+    def _power_at(self, at: float) -> float:
+        """The power the chain allows at ``at`` on the live phases, within the board's power rating."""
+        ratings = self.connector.hal.config.ratings
+        watts = self._allowed_a(at) * ratings.nominal_voltage_v * self.connector.phases_active
+        return watts if ratings.max_power_w is None else min(watts, ratings.max_power_w)
+
+    def _discharge_w(self) -> float:
+        if self._discharge is None:
+            return 0.0
+        try:
+            value = float(self._discharge())
+        except Exception:  # a failing hook grants nothing
+            log.exception("connector %d: the discharge allowance hook failed", self._connector_id)
+            return 0.0
+        return value if math.isfinite(value) and value > 0 else 0.0
+
+    def _import_wh(self) -> float:
+        reading = self.connector.last_meter
+        return reading.import_wh if reading is not None else 0.0
+
+    def _meter_identity(self) -> str:
+        if self._meter_id:
+            return self._meter_id
+        guard = self.connector.meter
+        serial = getattr(guard.inner, "serial_number", None) if guard is not None else None
+        return str(serial) if serial else f"{self._evse_id}-M{self._connector_id}"
+
+    def _on_connector_event(self, kind: str, data: dict[str, Any]) -> None:
+        state = self.connector.debouncer.state
+        left = state is CpState.A and self._pilot is not CpState.A
+        self._pilot = state
+        if left:  # the EV left: what it said and what the backend said about it go with it
+            self._needs, self._rejected, self._seen_authorised = None, False, False
+
+
+def needs_provider(ports: Mapping[int, ConnectorAcPort], user: NeedsFn | None = None) -> NeedsFn:
+    """The ``needs`` callable of the site controller (firmware.energy.site_controller): the user's own
+    preferences (the EMS bridge's) when they give a departure, else what the EV said over ISO 15118."""
+
+    def needs(connector: int, now: float) -> tuple[float, float | None]:
+        if user is not None:
+            # Always asked: the bridge applies the user's energy cap as a side effect.
+            theirs = user(connector, now)
+            if theirs[1] is not None:
+                return theirs
+        port = ports.get(connector)
+        return port.needs(now) if port is not None else (0.0, None)
+
+    return needs
+
+
+def manager_discharge(manager: EnergyManager, connector: int, clock: Clock) -> Callable[[], float]:
+    """A discharge-allowance hook reading the energy manager's DISCHARGE input of ``connector``
+    (``EnergyManager.authorise_discharge``): the authorised discharge power in W, 0 when none or expired."""
+
+    def allowance() -> float:
+        inputs = manager.connector_inputs.get(connector)
+        bound = inputs.get(DISCHARGE) if inputs is not None else None
+        if bound is None or bound.min_w >= 0:
+            return 0.0
+        if bound.expires_at is not None and clock.monotonic() >= bound.expires_at:
+            return 0.0
+        return -bound.min_w
+
+    return allowance
