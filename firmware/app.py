@@ -29,6 +29,7 @@ from hal.interfaces import IdReader
 
 if TYPE_CHECKING:
     from firmware.energy.config import EnergyConfig
+    from firmware.iso15118.config import SeccConfig
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ async def run_firmware(
     uplink: StationSettings | None = None,
     data_dir: Path | None = None,
     energy: EnergyConfig | None = None,
+    secc: SeccConfig | None = None,
 ) -> None:
     journal_path.parent.mkdir(parents=True, exist_ok=True)
     journal, recovered = Journal.open_or_recover(journal_path)
@@ -104,6 +106,20 @@ async def run_firmware(
         energy_service = EnergyService.build(
             energy, cfg, {settings.connector_id: connector}, clock=clock, station_id=station_id
         )
+    hlc = None
+    if secc is not None:
+        from firmware.iso15118.ac_port import manager_discharge, needs_provider
+        from firmware.iso15118.secc import Secc
+
+        allowance = None
+        if energy_service is not None:
+            allowance = manager_discharge(energy_service.manager, settings.connector_id, clock)
+        hlc, port = Secc.for_connector(secc, connector, discharge_allowance=allowance, on_event=_log_event)
+        if energy_service is not None:
+            # The EV's departure and energy request (ISO 15118) reach the manager unless the user set theirs.
+            energy_service.controller.needs = needs_provider(
+                {settings.connector_id: port}, user=energy_service.bridge.needs
+            )
     control = ControlServer(
         connector,
         control_path,
@@ -122,6 +138,8 @@ async def run_firmware(
             await station.start()
         if energy_service is not None:
             await energy_service.start()
+        if hlc is not None:
+            await hlc.start()
         await control.start()
         if hal.id_reader is not None and cfg.rfid is not None:
             if cfg.rfid.connector == settings.connector_id:
@@ -141,6 +159,8 @@ async def run_firmware(
             with contextlib.suppress(asyncio.CancelledError):
                 await reader_task
         await control.stop()
+        if hlc is not None:
+            await hlc.stop()
         if energy_service is not None:
             await energy_service.stop()
         if station is not None:

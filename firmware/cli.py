@@ -148,6 +148,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except EnergyConfigError as exc:
             print(f"evse run: {exc}", file=sys.stderr)
             return 2
+    secc = None
+    if args.secc:
+        from firmware.iso15118.config import SeccConfigError, load_secc_config
+
+        try:
+            secc = load_secc_config(Path(args.secc))
+        except SeccConfigError as exc:
+            print(f"evse run: {exc}", file=sys.stderr)
+            return 2
     control = Path(args.control) if args.control else default_socket_path()
     data_dir = Path(args.data_dir)
     journal = Path(args.journal) if args.journal else data_dir / "journal.db"
@@ -188,6 +197,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 uplink=uplink,
                 data_dir=data_dir,
                 energy=energy,
+                secc=secc,
             )
         )
     except ValueError as exc:
@@ -435,6 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tariff", metavar="FILE", help="a TOML file with a [tariff] table: prices every new session")
     p.add_argument(
         "--energy", metavar="FILE", help="the site energy manager: grid limit, splitting, EMS interfaces (docs/ems.md)"
+    )
+    p.add_argument(
+        "--secc",
+        metavar="FILE",
+        help="ISO 15118 / DIN 70121 high-level communication on an interface (docs/iso15118.md)",
     )
     p.set_defaults(func=_cmd_run)
 
