@@ -699,6 +699,74 @@ def _phase_switches(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
     return [m.move for m in moves] == wanted, summary
 
 
+# ------------------------------------------------------------------------------------------ ISO 15118 sessions
+#: no_power_before: a ``power`` record above this many W is current flowing to or from the EV (the plant's
+#: power is exactly 0 without current; the margin is for rounding).
+POWER_FLOWING_W = 1.0
+#: The SECC's ``hlc`` actions after which no PowerDelivery(Start) is in force any more: the session ended
+#: (its port switched the power off), was paused, or the SECC fell back to basic charging.
+_HLC_POWER_ENDS = frozenset({"session_stopped", "paused", "fallback", "closed"})
+
+
+def _v2g_sequence(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    """The connector's V2G messages (the SECC's ``v2g`` records, both directions) contain ``messages`` in
+    that order within from_s..to_s; other messages may come in between (a subsequence)."""
+    assert spec.messages is not None
+    lo, hi = _window(spec)
+    records = [r for r in facts.of(_src(spec), "v2g") if lo - 1e-9 <= r["t"] <= hi + 1e-9]
+    wanted = spec.messages
+    matched: list[dict[str, Any]] = []
+    for r in records:
+        if len(matched) < len(wanted) and r.get("message") == wanted[len(matched)]:
+            matched.append(r)
+    if len(matched) == len(wanted):
+        first, last = matched[0], matched[-1]
+        return True, (
+            f"all {len(wanted)} in order: {first['message']} at t={first['t']:.3f} .. {last['message']} at "
+            f"t={last['t']:.3f} ({len(records)} V2G messages on {_src(spec)})"
+        )
+    missing = wanted[len(matched)]
+    if not records:
+        return False, f"no V2G message on {_src(spec)}: nothing matches (first expected: {missing})"
+    where = f" after {matched[-1]['message']} at t={matched[-1]['t']:.3f}" if matched else ""
+    earlier = [r["t"] for r in records if r.get("message") == missing]
+    seen = f"; it came only before, at t={earlier[0]:.3f}" if earlier else "; never seen"
+    tail = ", ".join(str(r.get("message")) for r in records[-3:])
+    return False, (f"{len(matched)} of {len(wanted)} in order: no {missing}{where}{seen} (last messages: {tail})")
+
+
+def _no_power_before(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    """On the connector, the contactor closes and current flows only while the ISO 15118 session's
+    PowerDelivery(Start) is in force: granted by the charger (``hlc`` ``power_delivery`` start, granted)
+    and neither stopped (PowerDelivery(Stop)) nor ended with the session since. Fails when the contactor
+    never closed under a session (nothing to check)."""
+    src = _src(spec)
+    allowed, closes, flows, violations = False, 0, 0, []
+    for r in facts.records:
+        if r["src"] != src:
+            continue
+        kind = r["ev"]
+        if kind == "hlc":
+            action = r.get("action")
+            if action == "power_delivery":
+                allowed = bool(r.get("start")) and bool(r.get("granted"))
+            elif action in _HLC_POWER_ENDS:
+                allowed = False
+        elif kind == "contactor" and r.get("closed") is True:
+            closes += 1
+            if not allowed:
+                violations.append(f"contactor closed at t={r['t']:.3f}")
+        elif kind == "power" and abs(float(r.get("W", 0.0))) > POWER_FLOWING_W:
+            flows += 1
+            if not allowed:
+                violations.append(f"{r['W']:g} W at t={r['t']:.3f}")
+    if violations:
+        return False, (f"{len(violations)} without PowerDelivery(Start) in force: " + "; ".join(violations[:5]))
+    if closes == 0:
+        return False, f"the contactor of {src} never closed: nothing to check"
+    return True, f"{closes} close(s) and {flows} power record(s) with current, all under PowerDelivery(Start)"
+
+
 _CHECKS: dict[str, Callable[[CheckSpec, RunFacts], tuple[bool, str]]] = {
     "contactor_opens_within": _contactor_opens_within,
     "contactor_never_closed_without": _contactor_never_closed_without,
@@ -722,4 +790,6 @@ _CHECKS: dict[str, Callable[[CheckSpec, RunFacts], tuple[bool, str]]] = {
     "demand_response_met": _demand_response_met,
     "offer_stopped_within": _offer_stopped_within,
     "phase_switches": _phase_switches,
+    "v2g_sequence": _v2g_sequence,
+    "no_power_before": _no_power_before,
 }

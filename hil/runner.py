@@ -22,7 +22,7 @@ import sqlite3
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,10 @@ from firmware.energy.bounds import Bound
 from firmware.energy.der import DerController, DerOutput
 from firmware.energy.manager import SITE_EMS, ConnectorSpec, CycleResult, EnergyManager, EssConfig, SiteConfig
 from firmware.energy.site_controller import DER_PERIOD_S, SiteController
+from firmware.iso15118.ac_port import ConnectorAcPort, NeedsFn, manager_discharge, needs_provider
+from firmware.iso15118.config import SeccConfig
+from firmware.iso15118.secc import Secc
+from firmware.iso15118.session.iso20 import Iso20Config
 from firmware.limits import Limit
 from firmware.safety.faults import FaultCode
 from firmware.simulation import SimulatedCharger
@@ -44,6 +48,10 @@ from hal.sim.plant import Plant
 from hil.backend import Backend
 from hil.expect import CheckResult, RunFacts, evaluate
 from hil.models.ev import CHARGE_EFFICIENCY, AcEv
+from hil.models.ev import TRACE_PERIOD_S as EV_TRACE_PERIOD_S
+from hil.models.evcc import Evcc, EvccConfig, EvccConfigError, EvccHooks, EvccResult, PowerDraw, V2gChannel
+from hil.models.evcc_config import EvSpec as EvccEvSpec
+from hil.models.evcc_link import EvEnd, memory_pair
 from hil.scenario import (
     EV_FAULTS,
     CheckSpec,
@@ -74,7 +82,135 @@ ENERGY_TRACE_SHARE = 0.01
 #: The site battery is traced when its power changes, and at least this often while it holds.
 BATTERY_TRACE_PERIOD_S = 60.0
 
+#: From the plug-in to the ISO 15118 EV's first message: what SLAC (ISO 15118-3) and SDP take on a real
+#: power-line link, which the in-memory link does not have. A model choice (a few seconds are usual); it
+#: also lets the connector see state B before the EV's SessionSetupReq, as on a real charger.
+HLC_LINK_DELAY_S = 2.0
+#: An ISO 15118 EV's minimum SoC for bidirectional power (the EVCC never discharges below it), capped at
+#: its target SoC.
+HLC_MIN_SOC = 0.2
+#: The least current an onboard charger runs at (IEC 61851-1 Table A.8: 6 A is the least a charger
+#: offers), capped at the EV's maximum.
+HLC_MIN_CURRENT_A = 6.0
+
 LineSink = Callable[[dict[str, Any]], None]
+
+
+class HlcEv(AcEv):
+    """An AC EV with ISO 15118 high-level communication on a simulated plant.
+
+    The plug, the cable's PP coding, the pilot diode and the EV's fault knobs are :class:`AcEv`'s. What
+    the PWM EV derives from the duty cycle comes from the EV's EVCC here (:class:`hil.models.evcc.Evcc`,
+    one run per plug-in, through :class:`~hil.models.evcc.EvccHooks`): the pilot state it applies (B, C
+    after PowerDelivery(Start)) and the current it draws per phase, which flows only while the charger's
+    contacts are closed and the EV shows C. The battery is the EVCC's own (its SoC decides when the EV
+    stops; it has no charging losses): the ``soc`` records and :attr:`energy_wh` follow it, and the next
+    plug-in starts from where it ended. ``ev_state`` forcing, ``stuck_in_c``, ``pilot_short`` and
+    ``overcurrent`` override the EVCC as they override the PWM EV's own choice."""
+
+    def __init__(self, *, config: EvccConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self.evcc: Evcc | None = None
+        self._hlc_pilot = "B"
+        self._hlc_a = 0.0  # per phase, signed (+ into the EV), as the EVCC draws it
+
+    def new_evcc(self, clock: Any, hooks: EvccHooks) -> Evcc:
+        """The EVCC of the next plug-in, its battery where the last one left it."""
+        config = replace(self.config, ev=replace(self.config.ev, soc=self.soc))
+        self.evcc = Evcc(config, clock=clock, hooks=hooks)
+        return self.evcc
+
+    # ------------------------------------------------------------------ the EVCC's hooks
+    def hlc_pilot(self, state: str) -> None:
+        """The EVCC switches its pilot resistor (B or C); ignored once unplugged."""
+        self._hlc_pilot = state
+        if self.plugged:
+            self._settle_state()
+
+    def hlc_power(self, draw: PowerDraw) -> None:
+        """What the EVCC draws from now on (AC: ``current_a`` on each of its phases)."""
+        self._hlc_a = draw.current_a if draw.phases else 0.0
+        if self.plugged:
+            self._apply_current()
+
+    # ------------------------------------------------------------------ the model
+    def plug_in(self, now: float) -> None:
+        self._hlc_pilot, self._hlc_a = "B", 0.0
+        super().plug_in(now)
+
+    def step(self, now: float) -> None:
+        self._last_t = now
+        if not self.plugged:
+            return
+        self._sync_battery()
+        self._settle_state()
+        self._apply_current()
+
+    def next_due(self, now: float) -> float | None:
+        """Only the periodic ``soc`` record: the EVCC's hooks change the plant themselves."""
+        if not self.plugged or self._last_trace_t is None:
+            return None
+        due = self._last_trace_t + EV_TRACE_PERIOD_S
+        return due if due > now else None
+
+    def _sync_battery(self) -> None:
+        context = self.evcc.context if self.evcc is not None else None
+        if context is None:
+            return
+        context.settle()  # the energy of the power in force up to now
+        soc = context.battery.soc
+        self._energy_wh += (soc - self._soc) * self.battery_kwh * 1000.0
+        self._soc = soc
+
+    def _settle_state(self) -> None:
+        if self._forced is not None:
+            state = self._forced
+        elif self._stuck_in_c:
+            state = "C"
+        else:
+            state = self._hlc_pilot
+        if state != self._state:
+            self._state = state
+            self._dirty = True
+        self._apply_state()
+
+    def _apply_current(self) -> None:
+        closed = self.plant.contacts_closed
+        if self._overcurrent_a is not None:
+            amps = self._overcurrent_a if closed else 0.0
+        elif self._state == "C" and closed and not self._pilot_shorted:
+            amps = self._hlc_a
+        else:
+            amps = 0.0
+        self._set_current(amps)
+
+
+class TracedAcPort(ConnectorAcPort):
+    """The SECC's AC port over the connector (what :meth:`Secc.for_connector` builds), telling the rig of
+    every PowerDelivery the session passes to the connector, and whether the charger granted it."""
+
+    def __init__(self, *args: Any, on_power_delivery: Callable[[bool, bool], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_power_delivery = on_power_delivery
+
+    def power_delivery(self, start: bool, schedule_id: int | None) -> bool:
+        granted = super().power_delivery(start, schedule_id)
+        self.on_power_delivery(start, granted)
+        return granted
+
+
+@dataclass
+class HlcConnector:
+    """One connector's SECC, its port and the plug-in being played there (the EV's session task, the
+    in-memory links it opened and the SECC's task serving each)."""
+
+    secc: Secc
+    port: TracedAcPort
+    session: asyncio.Task[None] | None = None
+    cut: str = "unplugged"  # why the rig cut the plug-in's session short: unplugged, or the run ended
+    links: list[EvEnd] = field(default_factory=list)
+    serving: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 class TracedSiteController(SiteController):
@@ -140,6 +276,8 @@ class ScenarioRun:
         self.der: dict[int, DerController] = {}
         self._der_v_nom = 230.0
         self._last_der: dict[int, tuple[float, float, str | None]] = {}
+        # The SECC of each connector with an ISO 15118 EV (evs[].protocol), and its plug-ins.
+        self.hlc: dict[int, HlcConnector] = {}
 
     # ------------------------------------------------------------------ time
     def now(self) -> float:
@@ -216,6 +354,7 @@ class ScenarioRun:
         for spec in self.scenario.evs:
             self.evs[spec.id] = self._make_ev(spec)
         self.build_energy_manager()
+        await self._start_seccs()
 
     # ------------------------------------------------------------------ the site energy manager
     def build_energy_manager(self) -> None:
@@ -269,7 +408,7 @@ class ScenarioRun:
             clock=self.clock,
             site_meter=self._read_site_meter,
             on_cycle=self._on_cycle,
-            needs=self._ev_needs if departures else None,
+            needs=self._needs(departures),
             der=self.der or None,
             grid=self._grid if self.der else None,
             der_period_s=der_period,
@@ -320,13 +459,28 @@ class ScenarioRun:
                 "energy", "der", connector=n, p_max_W=key[0], p_min_W=key[1], trip=out.trip, reasons=list(out.reasons)
             )
 
+    def _needs(self, departures: bool) -> NeedsFn | None:
+        """What the manager learns of the EVs' needs: the scenario's departures and energy needs (the
+        user's preferences) when it gives them, else what an ISO 15118 EV said in its session (its
+        departure and energy request, through the SECC's port)."""
+        user = self._ev_needs if departures else None
+        if not any(spec.hlc for spec in self.scenario.evs):
+            return user
+
+        def needs(connector: int, now: float) -> tuple[float, float | None]:
+            return needs_provider({n: c.port for n, c in self.hlc.items()}, user)(connector, now)
+
+        return needs
+
     def _ev_needs(self, connector: int, now: float) -> tuple[float, float | None]:
         """The user's preferences of the EV on ``connector``: the energy it still needs from the charger
         (Wh: its need less what it drew, the battery's energy over the charging efficiency) and its
         departure (the clock's time); (0, None) for an EV without them."""
         for spec in self.scenario.evs:
             if spec.connector == connector and spec.departure is not None and spec.energy_need_kwh is not None:
-                drawn_wh = self.evs[spec.id].energy_wh / CHARGE_EFFICIENCY
+                ev = self.evs[spec.id]
+                # An ISO 15118 EV's battery (the EVCC's) has no charging losses.
+                drawn_wh = ev.energy_wh if isinstance(ev, HlcEv) else ev.energy_wh / CHARGE_EFFICIENCY
                 return max(0.0, spec.energy_need_kwh * 1000 - drawn_wh), self.t0 + spec.departure
         return 0.0, None
 
@@ -391,18 +545,32 @@ class ScenarioRun:
                 await task
 
     def _make_ev(self, spec: EvSpec) -> AcEv:
-        ev = AcEv(
-            ev_id=spec.id,
-            battery_kwh=spec.battery_kwh,
-            soc=spec.soc,
-            target_soc=spec.target_soc,
-            max_current_a=spec.max_current_a,
-            phases=spec.phases,
-            behaviour=spec.behaviour,
-            cable_a=spec.cable_a,
-            response_s=spec.response_s,
-            taper_from_soc=spec.taper_from_soc,
-        )
+        ev: AcEv
+        if spec.hlc:
+            ev = HlcEv(
+                config=self._evcc_config(spec),
+                ev_id=spec.id,
+                battery_kwh=spec.battery_kwh,
+                soc=spec.soc,
+                target_soc=spec.target_soc,
+                max_current_a=spec.max_current_a,
+                phases=spec.phases,
+                cable_a=spec.cable_a,
+                taper_from_soc=spec.taper_from_soc,
+            )
+        else:
+            ev = AcEv(
+                ev_id=spec.id,
+                battery_kwh=spec.battery_kwh,
+                soc=spec.soc,
+                target_soc=spec.target_soc,
+                max_current_a=spec.max_current_a,
+                phases=spec.phases,
+                behaviour=spec.behaviour,
+                cable_a=spec.cable_a,
+                response_s=spec.response_s,
+                taper_from_soc=spec.taper_from_soc,
+            )
         charger = self.chargers[spec.connector]
         # The simulated meter integrates energy up to "now" with the old current before the EV changes
         # it, so the metered energy matches the EV's own to the step.
@@ -412,6 +580,147 @@ class ScenarioRun:
         ev.attach(charger.plant, before_current_change=meter_sync)
         self.ev_plants[spec.id] = charger.plant
         return ev
+
+    # ------------------------------------------------------------------ ISO 15118 EVs
+    def _evcc_config(self, spec: EvSpec) -> EvccConfig:
+        """The EVCC of an ISO 15118 EV from its scenario entry (one protocol offered: the scenario's)."""
+        try:
+            ev = EvccEvSpec(
+                battery_kwh=spec.battery_kwh,
+                soc=spec.soc,
+                target_soc=spec.target_soc,
+                min_soc=min(HLC_MIN_SOC, spec.target_soc),
+                taper_from_soc=spec.taper_from_soc,
+                ac_phases=spec.phases,
+                ac_max_current_a=spec.max_current_a,
+                ac_min_current_a=min(HLC_MIN_CURRENT_A, spec.max_current_a),
+            )
+            if spec.departure is not None:  # the user's departure, as the EV tells it in its session
+                ev = replace(ev, departure_in_s=round(spec.departure - spec.plug_in))
+            return EvccConfig(
+                ev=ev,
+                protocols=(spec.protocol,),
+                energy=spec.energy_transfer,
+                control_mode=spec.control_mode or "scheduled",
+            )
+        except EvccConfigError as exc:
+            raise ScenarioError(self.scenario.name, [f"evs {spec.id}: the EVCC refuses it: {exc}"]) from exc
+
+    async def _start_seccs(self) -> None:
+        """A SECC (firmware.iso15118.secc) on every connector with an ISO 15118 EV: from now on the
+        connector asks for HLC (5 % duty from the plug-in; the contactor waits for PowerDelivery)."""
+        for spec in self.scenario.evs:
+            if not spec.hlc or spec.connector in self.hlc:
+                continue
+            n = spec.connector
+            connector = self.chargers[n].connector
+            assert connector is not None, "boot the chargers first"
+            ratings = connector.hal.config.ratings
+            if ratings.supply != "ac":
+                raise ScenarioError(
+                    self.scenario.name,
+                    [f"evs {spec.id}: an ISO 15118 EV needs an AC board; {self.scenario.board} is {ratings.supply}"],
+                )
+            config = SeccConfig(
+                interface=f"sim{n}",  # never opened: the rig hands the SECC in-memory connections
+                evse_id=f"ZZ*HIL*E{n:05d}",
+                connector=n,
+                # The in-memory link has no TLS: ISO 15118-20 runs on it as with a lab EV (the
+                # configuration's iso20.require_tls = false), AC_BPT offered for a bidirectional EV.
+                iso20_require_tls=False,
+                iso20=Iso20Config(bidirectional=spec.energy == "AC_BPT"),
+                source=f"{self.scenario.name}: connector {n}",
+            )
+            discharge = manager_discharge(self.energy, n, self.clock) if self.energy is not None else None
+            port = TracedAcPort(
+                connector,
+                evse_id=config.evse_id,
+                discharge_allowance=discharge,
+                on_power_delivery=self._power_delivery_sink(n),
+            )
+            secc = Secc(config, clock=connector.clock, connector=connector, ac_port=port, on_event=self._secc_sink(n))
+            await secc.start(listen=False)
+            self.hlc[n] = HlcConnector(secc, port)
+
+    def _connector_of(self, ev_id: str) -> int:
+        """The EV's connector (an action's own ``connector`` field defaults to 1 whatever the EV)."""
+        return next(spec.connector for spec in self.scenario.evs if spec.id == ev_id)
+
+    def _secc_sink(self, n: int) -> Callable[[str, dict[str, Any]], None]:
+        """The SECC's events as ``v2g`` and ``hlc`` records of ``connector<n>`` (docs/hil-formats.md)."""
+        src = f"connector{n}"
+
+        def sink(kind: str, data: dict[str, Any]) -> None:
+            if kind in ("v2g", "hlc"):
+                self._write(src, kind, **{k: v for k, v in data.items() if k not in ("t", "connector")})
+
+        return sink
+
+    def _power_delivery_sink(self, n: int) -> Callable[[bool, bool], None]:
+        src = f"connector{n}"
+
+        def sink(start: bool, granted: bool) -> None:
+            self._write(src, "hlc", action="power_delivery", start=start, granted=granted)
+
+        return sink
+
+    def _plug_in_hlc(self, ev: HlcEv, n: int) -> None:
+        """The plug-in of an ISO 15118 EV: after the link delay its EVCC opens in-memory connections to the
+        connector's SECC (one per session; a resumed session opens another) and plays the plug-in."""
+        hlc = self.hlc[n]
+        plant = self.ev_plants[ev.ev_id]
+
+        def pilot(state: str) -> None:
+            before = plant.ev_state
+            ev.hlc_pilot(state)
+            if plant.ev_state != before:
+                self._write(ev.ev_id, "ev_state", state=plant.ev_state)
+
+        evcc = ev.new_evcc(self.clock, EvccHooks(pilot=pilot, power=ev.hlc_power))
+
+        async def connect() -> V2gChannel:
+            ev_end, secc_end = memory_pair(self.clock)
+            hlc.links.append(ev_end)
+            hlc.serving.append(asyncio.ensure_future(hlc.secc.serve(secc_end)))
+            return ev_end
+
+        def ended(result: EvccResult) -> bool:
+            return result.stop_reason is not None or result.error is not None
+
+        async def play() -> None:
+            result: EvccResult | None = None
+            try:
+                await self.clock.sleep(HLC_LINK_DELAY_S)
+                result = await evcc.run(connect)
+            finally:
+                context = evcc.context
+                if result is None and context is not None:
+                    result = context.result  # unplugged (cancelled) on the way
+                if result is not None:
+                    self._write(ev.ev_id, "evcc", **_evcc_fields(result, None if ended(result) else hlc.cut))
+
+        hlc.session = asyncio.ensure_future(play())
+
+    async def _end_hlc(self, n: int, cut: str = "unplugged") -> None:
+        """The EV left (``cut`` "unplugged") or the run ends ("run ended"): its EVCC stops, its links close
+        (the SECC sees the connection end, ends the session and switches the power off), the SECC's
+        serving tasks finish."""
+        hlc = self.hlc.get(n)
+        if hlc is None:
+            return
+        hlc.cut = cut
+        task, hlc.session = hlc.session, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        links, hlc.links = hlc.links, []
+        for link in links:
+            await link.close()
+        serving, hlc.serving = hlc.serving, []
+        for serve in serving:
+            with contextlib.suppress(asyncio.CancelledError):
+                await serve
 
     # ------------------------------------------------------------------ the run
     def schedule(self) -> list[tuple[float, int, EventSpec]]:
@@ -531,6 +840,9 @@ class ScenarioRun:
 
     async def close(self) -> None:
         await self._stop_energy()
+        for n in list(self.hlc):
+            await self._end_hlc(n, "run ended")
+            await self.hlc[n].secc.stop()
         for task in self._actions:
             task.cancel()
         for task in self._actions:
@@ -553,9 +865,13 @@ class ScenarioRun:
             case "plug_in":
                 assert ev is not None
                 ev.plug_in(clock_now)
+                if isinstance(ev, HlcEv):
+                    self._plug_in_hlc(ev, self._connector_of(ev.ev_id))
             case "unplug":
                 assert ev is not None
                 ev.unplug(clock_now)
+                if isinstance(ev, HlcEv):
+                    self._actions.append(asyncio.ensure_future(self._end_hlc(self._connector_of(ev.ev_id))))
             case "authorize":
                 assert connector is not None
                 connector.authorize(event.id_tag)
@@ -689,6 +1005,22 @@ def _check_params(spec: CheckSpec) -> dict[str, Any]:
     params = spec.model_dump(exclude_none=True, exclude_defaults=True)
     params.pop("check", None)
     return params
+
+
+def _evcc_fields(result: EvccResult, cut: str | None) -> dict[str, Any]:
+    """An ``evcc`` record: how an ISO 15118 EV's plug-in ended, as its EVCC saw it (``cut``: why the rig
+    cut its session short, None when it ended by itself)."""
+    return {
+        "protocol": result.protocol,
+        "service": result.service,
+        "control_mode": result.control_mode,
+        "stop_reason": cut if cut is not None else result.stop_reason,
+        "error": result.error,
+        "pauses": result.pauses,
+        "soc": round(result.soc_end, 4),
+        "charged_wh": round(result.charged_wh, 3),
+        "discharged_wh": round(result.discharged_wh, 3),
+    }
 
 
 def _action_fields(event: EventSpec) -> dict[str, Any]:

@@ -188,10 +188,26 @@ class SettingsSpec(_Model):
 
 
 # ------------------------------------------------------------------------------------------ EVs
+HlcProtocol = Literal["none", "din", "iso2", "iso20"]
+
+
+def _protocol_alias(value: Any) -> Any:
+    """``basic`` (the spelling before ISO 15118 EVs joined the rig) is ``none``: PWM only."""
+    return "none" if value == "basic" else value
+
+
 class EvSpec(_Model):
     id: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     connector: int = Field(default=1, ge=1)
-    protocol: Literal["basic"] = "basic"  # later issues: iso15118, din
+    #: How the EV talks to the charger: ``none`` (PWM only, IEC 61851-1 basic charging; ``basic`` is the
+    #: older spelling) or high-level communication with the rig's EVCC simulator (hil.models.evcc) over
+    #: ISO 15118-2 (``iso2``), ISO 15118-20 (``iso20``) or DIN 70121 (``din``, DC only).
+    protocol: Annotated[HlcProtocol, BeforeValidator(_protocol_alias)] = "none"
+    #: The energy transfer of an ISO 15118 EV: AC, or AC_BPT (bidirectional, ISO 15118-20 only). None:
+    #: AC for an ISO 15118 EV; a PWM EV takes none.
+    energy: Literal["AC", "AC_BPT", "DC", "DC_BPT"] | None = None
+    #: The ISO 15118-20 control mode the EV asks for (ISO 15118-20 8.5.2.1): None is scheduled.
+    control_mode: Literal["scheduled", "dynamic"] | None = None
     battery_kwh: float = Field(gt=0, le=300)
     soc: float = Field(ge=0, le=1)
     target_soc: float = Field(default=1.0, gt=0, le=1)
@@ -209,6 +225,45 @@ class EvSpec(_Model):
     #: how much energy it needs from the charger by then.
     departure: Duration | None = None
     energy_need_kwh: float | None = Field(default=None, gt=0)
+
+    @property
+    def hlc(self) -> bool:
+        """Whether the EV uses high-level communication (ISO 15118 / DIN 70121) rather than PWM only."""
+        return self.protocol != "none"
+
+    @property
+    def energy_transfer(self) -> str:
+        """The EVCC's energy transfer (hil.models.evcc_config.ENERGIES): the scenario's, else AC."""
+        return self.energy or "AC"
+
+    @model_validator(mode="after")
+    def _hlc(self) -> EvSpec:
+        if not self.hlc:
+            for name in ("energy", "control_mode"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} is for an ISO 15118 EV: give protocol iso2 or iso20 as well")
+            return self
+        if self.protocol == "din":
+            raise ValueError(
+                "protocol din: DIN 70121 is DC only, and the rig's ISO 15118 EVs charge on AC boards "
+                "(the SECC's DC port over a converter is not wired in the rig): use iso2 or iso20"
+            )
+        if self.energy in ("DC", "DC_BPT"):
+            raise ValueError(
+                f"energy {self.energy}: the rig's ISO 15118 EVs charge on AC boards (the SECC's DC port over a "
+                "converter is not wired in the rig): use AC or AC_BPT"
+            )
+        if self.energy == "AC_BPT" and self.protocol != "iso20":
+            raise ValueError("energy AC_BPT (bidirectional) needs protocol iso20: ISO 15118-2 AC charges only here")
+        if self.control_mode is not None and self.protocol != "iso20":
+            raise ValueError("control_mode (scheduled | dynamic) is an ISO 15118-20 choice: give protocol iso20")
+        pwm_only = sorted({"behaviour", "response_s"} & self.model_fields_set)
+        if pwm_only:
+            raise ValueError(
+                f"{', '.join(pwm_only)} describe how a PWM EV follows the duty cycle; an ISO 15118 EV follows "
+                "its session (leave them out, or use protocol none)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _times(self) -> EvSpec:
@@ -243,6 +298,8 @@ FAULTS: tuple[str, ...] = get_args(FaultName)
 #: The events and checks that need the site energy manager (site.energy_manager).
 ENERGY_ACTIONS = frozenset({"ems_setpoint", "demand_response", "site_meter_outage", "site_meter_restore"})
 ENERGY_CHECKS = frozenset({"energy_fallback", "ess_soc_at_least", "ess_discharged", "demand_response_met"})
+#: The checks that read an ISO 15118 session (the SECC's ``v2g`` and ``hlc`` records).
+HLC_CHECKS = frozenset({"v2g_sequence", "no_power_before"})
 #: The faults that belong to the EV (its pilot circuit, cable and current draw), not to the charger.
 EV_FAULTS = frozenset({"diode_short", "pilot_short", "pp_open", "pp_invalid", "overcurrent", "stuck_in_c"})
 
@@ -351,6 +408,8 @@ class CheckSpec(_Model):
         "demand_response_met",
         "offer_stopped_within",
         "phase_switches",
+        "v2g_sequence",
+        "no_power_before",
     ]
     after: Literal["unplug", "ev_stop", "fault", "pause"] | None = None
     within_ms: float | None = Field(default=None, gt=0)
@@ -381,6 +440,9 @@ class CheckSpec(_Model):
     at_s: Duration | None = None  # ... or after this time
     #: phase_switches: the phase contactor's moves in the window, in order, as [from, to] phases.
     sequence: list[tuple[Literal[1, 3], Literal[1, 3]]] | None = None
+    #: v2g_sequence: V2G message names (as the ``v2g`` records name them, e.g. SessionSetupReq) that must
+    #: appear in this order on the connector; other messages may come in between.
+    messages: list[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _parameters(self) -> CheckSpec:
@@ -403,6 +465,7 @@ class CheckSpec(_Model):
             "demand_response_met": ("within_s",),
             "offer_stopped_within": ("within_s", "connectors"),
             "phase_switches": ("sequence",),
+            "v2g_sequence": ("messages",),
         }
         missing = [name for name in needs.get(self.check, ()) if getattr(self, name) is None]
         if missing:
@@ -484,6 +547,11 @@ class Scenario(_Model):
             if check.event is not None and check.event >= len(self.events):
                 have = f"0..{len(self.events) - 1}" if self.events else "none"
                 raise ValueError(f"expect[{i}]: event {check.event} is not an index of events ({have})")
+            if check.check in HLC_CHECKS and not any(e.hlc and e.connector == check.connector for e in self.evs):
+                raise ValueError(
+                    f"expect[{i}]: check {check.check!r} reads the ISO 15118 session on connector {check.connector}: "
+                    "put an EV with protocol iso2 or iso20 there"
+                )
             if check.at_s is not None and check.at_s > self.duration:
                 raise ValueError(f"expect[{i}]: at_s = {check.at_s:g} s is after the end ({self.duration:g} s)")
         return self

@@ -18,6 +18,8 @@ AC session asks of the charger, answered from the connector's own state.
   opens after Stop; the session's end always switches it off.
 * **Charge loop**: the measured power (``Connector.last_meter``) and the target from the limit chain;
   **meter**: the last reading with the meter's serial number as MeterID when its driver reads one.
+* **Plug & Charge**: :class:`ConnectorPnc` authorises the connector with the eMAID of a contract the
+  backend accepted.
 * **Status**: StopCharging while a STOP or EMERGENCY fault is active, or once the authorisation is gone;
   RCD set while the RCD has tripped.
 
@@ -36,6 +38,7 @@ from firmware.connector import Connector
 from firmware.energy.manager import DISCHARGE, EnergyManager
 from firmware.iec61851.pilot import MIN_OFFER_A, CpState
 from firmware.iso15118.session.iso20 import Notice
+from firmware.iso15118.session.pnc import Contract, ContractStatus, PncPort
 from firmware.iso15118.session.port import Authorisation, Notification
 from firmware.iso15118.session.port_ac import (
     AcLimits,
@@ -278,6 +281,32 @@ class ConnectorAcPort:
         self._pilot = state
         if left:  # the EV left: what it said and what the backend said about it go with it
             self._needs, self._rejected, self._seen_authorised = None, False, False
+
+
+class ConnectorPnc:
+    """The backend's Plug & Charge decisions (:class:`~firmware.iso15118.session.pnc.PncPort`) over one
+    connector: a contract the backend accepts authorises the connector with its eMAID as the id tag, as a
+    card would (OCPP 2.0.1 Authorize with an idToken of type eMAID), so PowerDelivery(Start) finds the
+    connector authorised; without that a PnC EV at a non-free charger could never get power."""
+
+    def __init__(self, backend: PncPort, connector: Connector) -> None:
+        self._backend = backend
+        self.connector = connector
+
+    def contract_status(self, contract: Contract) -> ContractStatus:
+        status = self._backend.contract_status(contract)
+        if status is ContractStatus.ACCEPTED and self.connector.id_tag != contract.emaid:
+            log.info(
+                "connector %d: contract %s accepted: authorised", self.connector.settings.connector_id, contract.emaid
+            )
+            self.connector.authorize(contract.emaid)
+        return status
+
+    def certificate_installation(self, request: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        return self._backend.certificate_installation(request)
+
+    def certificate_update(self, request: Mapping[str, Any], contract: Contract) -> Mapping[str, Any] | None:
+        return self._backend.certificate_update(request, contract)
 
 
 def needs_provider(ports: Mapping[int, ConnectorAcPort], user: NeedsFn | None = None) -> NeedsFn:

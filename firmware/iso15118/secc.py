@@ -50,7 +50,7 @@ from typing import Any, Protocol
 
 from firmware.connector import Connector
 from firmware.iec61851.pilot import CpState
-from firmware.iso15118.ac_port import ConnectorAcPort
+from firmware.iso15118.ac_port import ConnectorAcPort, ConnectorPnc
 from firmware.iso15118.config import SeccConfig, SeccConfigError, load_pnc_roots
 from firmware.iso15118.exi import ExiError, Namespace, codec
 from firmware.iso15118.exi.fragment import encode_signed_info
@@ -93,9 +93,11 @@ ISO20_PAYLOAD_TYPES: Mapping[int, Namespace] = {
     int(Iso20PayloadType.DC_MAINSTREAM): Namespace.ISO20_DC,
 }
 _PAYLOAD_OF = {ns: pt for pt, ns in ISO20_PAYLOAD_TYPES.items()}
-#: The protocols as SupportedAppProtocol names them (standards-facts.md 2.2, session.sap.SUPPORTED).
+#: The protocols as SupportedAppProtocol names them (standards-facts.md 2.2, session.sap.SUPPORTED); -20 by
+#: the energy service of the port: AC on an AC connector, DC on a DC one (session.sap's docstring).
 APP_PROTOCOLS: Mapping[str, AppProtocol] = {
-    "iso20": AppProtocol(Namespace.ISO20_COMMON, 1, 0),
+    "iso20-ac": AppProtocol(Namespace.ISO20_AC, 1, 0),
+    "iso20-dc": AppProtocol(Namespace.ISO20_DC, 1, 0),
     "iso2": AppProtocol(Namespace.ISO2, 2, 0),
     "din": AppProtocol(Namespace.DIN, 2, 0),
 }
@@ -329,9 +331,8 @@ class Secc:
         if connector.hal.config.ratings.supply != "ac":
             raise SeccConfigError(f"{config.source}: a DC board needs a DC port over its converter (not wired yet)")
         port = ConnectorAcPort(connector, evse_id=config.evse_id, discharge_allowance=discharge_allowance)
-        secc = cls(
-            config, clock=connector.clock, connector=connector, ac_port=port, pnc_port=pnc_port, on_event=on_event
-        )
+        pnc = ConnectorPnc(pnc_port, connector) if pnc_port is not None else None
+        secc = cls(config, clock=connector.clock, connector=connector, ac_port=port, pnc_port=pnc, on_event=on_event)
         return secc, port
 
     # ------------------------------------------------------------------ state
@@ -548,6 +549,7 @@ class Secc:
                     continue  # [V2G20-2356]: -20 never on a TLS 1.2 connection
                 if not conn.tls and self.config.iso20_require_tls:
                     continue
+                name = "iso20-ac" if self.ac_port is not None else "iso20-dc"
             out.append(APP_PROTOCOLS[name])
         return tuple(out)
 

@@ -89,11 +89,13 @@ __all__ = [
     "open_stream",
 ]
 
-#: What each protocol is in SupportedAppProtocol: namespace, major and minor version (standards-facts.md 2.2).
+#: What each protocol is in SupportedAppProtocol: namespace, major and minor version (standards-facts.md 2.2);
+#: ISO 15118-20 names the energy service's namespace, AC or DC (firmware.iso15118.session.sap).
 APP_PROTOCOLS: dict[str, tuple[Namespace, int, int]] = {
     "din": (Namespace.DIN, 2, 0),
     "iso2": (Namespace.ISO2, 2, 0),
-    "iso20": (Namespace.ISO20_COMMON, 1, 0),
+    "iso20-ac": (Namespace.ISO20_AC, 1, 0),
+    "iso20-dc": (Namespace.ISO20_DC, 1, 0),
 }
 SAP_PAYLOAD_TYPE = int(Iso2PayloadType.EXI)  # 0x8001 for SupportedAppProtocol in every protocol (2.1)
 #: The largest V2GTP payload the EV reads (certificate chains included; as the SECC's transport).
@@ -293,6 +295,8 @@ class Evcc:
             raise EvccSessionError("no protocol left to offer on this connection")
         entries = []
         for priority, name in enumerate(offered, start=1):
+            if name == "iso20":
+                name = "iso20-ac" if self.config.energy.startswith("AC") else "iso20-dc"
             namespace, major, minor = APP_PROTOCOLS[name]
             entries.append(
                 {

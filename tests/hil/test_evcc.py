@@ -80,7 +80,12 @@ NOW = 1_700_000_000
 SAP_PT, COMMON_PT, AC_PT, DC_PT = 0x8001, 0x8002, 0x8003, 0x8004
 PT_OF = {Namespace.ISO20_COMMON: COMMON_PT, Namespace.ISO20_AC: AC_PT, Namespace.ISO20_DC: DC_PT}
 NS_OF = {v: k for k, v in PT_OF.items()}
-PROTOCOL_OF = {Namespace.DIN.value: "din", Namespace.ISO2.value: "iso2", Namespace.ISO20_COMMON.value: "iso20"}
+PROTOCOL_OF = {
+    Namespace.DIN.value: "din",
+    Namespace.ISO2.value: "iso2",
+    Namespace.ISO20_AC.value: "iso20",
+    Namespace.ISO20_DC.value: "iso20",
+}
 
 
 # ------------------------------------------------------------------------------------------ model ports

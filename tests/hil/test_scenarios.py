@@ -25,6 +25,7 @@ from firmware.energy.der import DerController
 from firmware.energy.manager import SITE_EMS, EnergyManager
 from firmware.energy.phases import PhaseDecision, PhasePolicy, PhaseTrack
 from firmware.iec61851.machine import ConnectorMachine
+from firmware.iso15118.ac_port import ConnectorAcPort
 from firmware.limits import Effective, LimitSet
 from firmware.ocpp.station import OcppStation
 from firmware.safety.faults import FaultCode
@@ -214,6 +215,12 @@ def _phases_never_switched(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(firmware.energy.manager, "decide", decide)
 
 
+def _hlc_limits_ignored(mp: pytest.MonkeyPatch) -> None:
+    """The SECC's AC port offers the board's rating to ISO 15118 EVs instead of the connector's limit chain
+    (the energy manager's share never reaches EVSEMaxCurrent / EVSETargetActivePower)."""
+    mp.setattr(ConnectorAcPort, "_allowed_a", lambda self, at: self.connector.hal.config.ratings.max_current_a)
+
+
 BREAKAGES: dict[str, Breakage] = {
     "home-ems-fallback": _expired_limits_dropped,
     "unplug-in-every-state": _slow_unplug_detection,
@@ -237,6 +244,7 @@ BREAKAGES: dict[str, Breakage] = {
     "site-meter-loss": _after_manager_init(_trust_a_silent_meter),
     "frequency-event": _ffr_ignored,
     "home-phase-switching": _phases_never_switched,
+    "iso15118-ac-session": _hlc_limits_ignored,
 }
 
 

@@ -9,12 +9,19 @@ the allowed charge is the least of the EVSE's grant and the EV's maximum, and th
 the least of what the port authorises (:attr:`AcLimits.max_discharge_power_w`, 0 unless the energy
 manager granted discharge) and the EV's maximum, and 0 for a service without BPT or in Standby.
 
+An EV that gives back more than the charger grants (its EVPresentActivePower below minus the granted
+discharge, 0 without BPT or in Standby, by more than :data:`OVER_DISCHARGE_TOLERANCE_W`; e.g. an
+onboard inverter that ignores the target) in :data:`OVER_DISCHARGE_LOOPS` loops in a row is told to
+Terminate: on AC the SECC cannot limit the EV's inverter itself, and discharge beyond the energy
+manager's grant is never tolerated (default deny).
+
 A three-phase total: with only the base element (no ``_L2``/``_L3``) a power is the sum over the phases
 the connector has; with the per-phase elements present, the base is phase L1 and the total is the sum.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -63,6 +70,17 @@ class Iso20AcPort(AcEvsePort, Protocol):
     def notice(self) -> Notice | None: ...
 
 
+log = logging.getLogger(__name__)
+
+#: How far below the allowed window the EV's reported power may be before it counts as over-discharge:
+#: a ramp to a lower target and the meter's own accuracy need some room (a design choice, as large as
+#: the 500 W step of the energy manager's hysteresis, firmware.energy.phases).
+OVER_DISCHARGE_TOLERANCE_W = 500.0
+#: Consecutive charge loops over the bound before the EV is told to Terminate (the EV gets the target
+#: in each answer, so a compliant one is back inside within a loop or two).
+OVER_DISCHARGE_LOOPS = 3
+
+
 class AcPart:
     """The AC side of an ISO 15118-20 session (services AC and AC_BPT)."""
 
@@ -71,6 +89,8 @@ class AcPart:
     def __init__(self, port: Iso20AcPort) -> None:
         self.port = port
         self.ev: EvAcParameters | None = None  # the EV's limits and needs, as the energy manager has them
+        self.over_discharge_loops = 0  # charge loops in a row with the EV giving back more than allowed
+        self.over_discharge: str | None = None  # why the EV was told to Terminate, once it was
 
     # ------------------------------------------------------------------ the session's way to the charger
     @property
@@ -197,15 +217,35 @@ class AcPart:
         if dynamic:
             self._dynamic_update(mode, ev_max, ev_max_discharge, selection.bpt)
         low, high = self.window(ctx, ev_max, ev_max_discharge)
+        # The EV's own maximum may fall below what it gives now (it follows in the next loop): only the
+        # grant bounds what counts as over-discharge.
+        granted = 0.0 if ctx.standby or not selection.bpt else _allowed_discharge(self.port.limits())
+        over = self._watch_discharge(present, -granted)
         setpoint = self.port.charge_loop(present)
+        notice = over or self.notice()  # after the port has seen this loop
         target = setpoint.target_power_w
         res: dict[str, Any] = {}
         if dynamic or target is not None:
             # Dynamic needs a target; with none from the port the EV may take what is granted (never discharge).
             res["EVSETargetActivePower"] = bounded(clamp(high if target is None else target, low, high))
         res["EVSEPresentActivePower"] = rational(finite(setpoint.present_power_w))
-        head = loop_head(self.notice(), self.port.meter(), requested, ctx.timestamp)
+        head = loop_head(notice, self.port.meter(), requested, ctx.timestamp)
         return Reply("OK", {**head, _LOOP_MODES[key].format("Res"): res})
+
+    def _watch_discharge(self, present_w: float, low_w: float) -> Notice | None:
+        """Terminate once the EV gave back more than allowed in OVER_DISCHARGE_LOOPS loops in a row."""
+        if self.over_discharge is None:
+            if present_w < low_w - OVER_DISCHARGE_TOLERANCE_W:
+                self.over_discharge_loops += 1
+            else:
+                self.over_discharge_loops = 0
+            if self.over_discharge_loops >= OVER_DISCHARGE_LOOPS:
+                self.over_discharge = (
+                    f"the EV discharged {-present_w:.0f} W with {max(0.0, -low_w):.0f} W allowed "
+                    f"in {OVER_DISCHARGE_LOOPS} charge loops in a row"
+                )
+                log.warning("ISO 15118-20 AC: %s: told to Terminate", self.over_discharge)
+        return Notice(EvseNotification.TERMINATE, 0) if self.over_discharge is not None else None
 
     def window(self, ctx: Context, ev_max: float | None, ev_max_discharge: float | None) -> tuple[float, float]:
         """The target power's bounds now: [-allowed discharge, allowed charge] (both 0 in Standby)."""

@@ -1,8 +1,11 @@
 """SupportedAppProtocol: which protocol this session speaks (ISO 15118-2 8.2, standards-facts.md 2.2).
 
 The EV lists up to 20 protocols (namespace, major and minor version, its SchemaID, a Priority from 1,
-the most preferred, to 20). The SECC picks the EV's most preferred protocol it supports with the same
-major version: ``OK_SuccessfulNegotiation`` when the minor version matches too,
+the most preferred, to 20). An ISO 15118-20 EV names the namespace of the energy service it wants,
+``urn:iso:std:iso:15118:-20:AC`` or ``...:-20:DC`` (not CommonMessages, which is a message schema only;
+the namespaces EVerest's libiso15118 and the `iso15118` package's EVCC send and accept). The SECC
+picks the EV's most preferred protocol it supports with the same major version:
+``OK_SuccessfulNegotiation`` when the minor version matches too,
 ``OK_SuccessfulNegotiationWithMinorDeviation`` when only the major one does; ``Failed_NoNegotiation``
 when none fits. The answer carries the EV's SchemaID of the chosen protocol.
 """
@@ -14,7 +17,8 @@ from typing import Any
 
 from firmware.iso15118.exi.namespaces import Namespace
 
-DIN, ISO2, ISO20_COMMON = Namespace.DIN, Namespace.ISO2, Namespace.ISO20_COMMON
+DIN, ISO2 = Namespace.DIN, Namespace.ISO2
+ISO20_AC, ISO20_DC = Namespace.ISO20_AC, Namespace.ISO20_DC
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,8 @@ class Protocol:
 
 #: What this SECC speaks, with the versions EVerest and Josev accept (standards-facts.md 2.2).
 SUPPORTED: tuple[Protocol, ...] = (
-    Protocol(ISO20_COMMON, 1, 0),
+    Protocol(ISO20_AC, 1, 0),
+    Protocol(ISO20_DC, 1, 0),
     Protocol(ISO2, 2, 0),
     Protocol(DIN, 2, 0),
 )

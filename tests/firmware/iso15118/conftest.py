@@ -9,10 +9,6 @@ import pytest
 from tests.peers.iso15118_peer import ExiOracle
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: takes more than a few seconds (still runs in CI)")
-
-
 @pytest.fixture(scope="session")
 def exi_oracle() -> Iterator[ExiOracle]:
     """Installs the peer venv on first use (bounded), starts the oracle server and stops it at the end."""

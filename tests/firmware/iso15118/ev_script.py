@@ -32,6 +32,13 @@ from hal.clock import Clock, RealClock
 
 NAMESPACE = {"din": Namespace.DIN, "iso2": Namespace.ISO2, "iso20": Namespace.ISO20_COMMON}
 VERSIONS = {"din": (2, 0), "iso2": (2, 0), "iso20": (1, 0)}
+#: What the scripted EV offers in SupportedAppProtocol: a -20 EV names its energy service's namespace; this
+#: one can take either (AC first), so the SECC's port decides.
+SAP_OFFERS = {
+    "din": [(Namespace.DIN, 2, 0)],
+    "iso2": [(Namespace.ISO2, 2, 0)],
+    "iso20": [(Namespace.ISO20_AC, 1, 0), (Namespace.ISO20_DC, 1, 0)],
+}
 PAYLOAD = {Namespace.ISO20_COMMON: 0x8002, Namespace.ISO20_AC: 0x8003, Namespace.ISO20_DC: 0x8004}
 GRAMMAR_OF_PAYLOAD = {pt: ns for ns, pt in PAYLOAD.items()}
 EVCC_MAC = "0A0B0C0D0E0F"
@@ -194,7 +201,7 @@ class ScriptedEv:
 
     async def sap(self, offers: Sequence[tuple[str, int, int]] | None = None) -> dict[str, Any]:
         """SupportedAppProtocolReq with ``offers`` ((namespace, major, minor), most preferred first)."""
-        offers = offers or [(NAMESPACE[self.protocol], *VERSIONS[self.protocol])]
+        offers = offers or SAP_OFFERS[self.protocol]
         entries = [
             {
                 "ProtocolNamespace": ns,

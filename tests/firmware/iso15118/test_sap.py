@@ -9,7 +9,7 @@ import pytest
 from firmware.iso15118.exi.namespaces import Namespace
 from firmware.iso15118.session.sap import SUPPORTED, Protocol, SapError, negotiate
 
-DIN, ISO2, ISO20_COMMON = Namespace.DIN, Namespace.ISO2, Namespace.ISO20_COMMON
+DIN, ISO2, ISO20_COMMON, ISO20_AC = Namespace.DIN, Namespace.ISO2, Namespace.ISO20_COMMON, Namespace.ISO20_AC
 
 
 def offer(*entries: tuple[str, int, int, int, int]) -> dict[str, Any]:
@@ -52,6 +52,9 @@ def offer(*entries: tuple[str, int, int, int, int]) -> dict[str, Any]:
             2,
             id="configured-din-only",
         ),
+        pytest.param([(ISO20_AC, 1, 0, 5, 1)], SUPPORTED, "OK_SuccessfulNegotiation", 5, id="iso20-by-service"),
+        # CommonMessages is a message schema, not a service an EV can ask for.
+        pytest.param([(ISO20_COMMON, 1, 0, 3, 1)], SUPPORTED, "Failed_NoNegotiation", None, id="iso20-common"),
     ],
 )
 def test_negotiation(

@@ -276,7 +276,7 @@ def sap_tree(*offers: tuple[str, int, int]) -> dict[str, Any]:
         pytest.param([(Namespace.DIN, 2, 0)], None, "ac", "Failed_NoNegotiation", None, id="no-din-on-ac"),
         pytest.param([(Namespace.DIN, 2, 0)], "TLSv1.2", "dc", "Failed_NoNegotiation", None, id="no-din-over-tls"),
         pytest.param(
-            [(Namespace.ISO20_COMMON, 1, 0), (Namespace.ISO2, 2, 0)],
+            [(Namespace.ISO20_DC, 1, 0), (Namespace.ISO2, 2, 0)],
             "TLSv1.2",
             "dc",
             "OK_SuccessfulNegotiation",
@@ -284,7 +284,21 @@ def sap_tree(*offers: tuple[str, int, int]) -> dict[str, Any]:
             id="no-iso20-over-tls12",
         ),
         pytest.param(
-            [(Namespace.ISO20_COMMON, 1, 0)], "TLSv1.3", "dc", "OK_SuccessfulNegotiation", 1, id="iso20-over-tls13"
+            [(Namespace.ISO20_DC, 1, 0)], "TLSv1.3", "dc", "OK_SuccessfulNegotiation", 1, id="iso20-over-tls13"
+        ),
+        pytest.param(
+            [(Namespace.ISO20_AC, 1, 0)], "TLSv1.3", "dc", "Failed_NoNegotiation", None, id="no-iso20-ac-on-dc"
+        ),
+        pytest.param(
+            [(Namespace.ISO20_DC, 1, 0), (Namespace.ISO20_AC, 1, 0)],
+            "TLSv1.3",
+            "ac",
+            "OK_SuccessfulNegotiation",
+            2,
+            id="iso20-ac-on-ac",
+        ),
+        pytest.param(
+            [(Namespace.ISO20_COMMON, 1, 0)], "TLSv1.3", "dc", "Failed_NoNegotiation", None, id="common-is-no-service"
         ),
         pytest.param(
             [(Namespace.ISO2, 2, 1)], None, "dc", "OK_SuccessfulNegotiationWithMinorDeviation", 1, id="minor-deviation"
@@ -842,7 +856,7 @@ async def netns_din_session() -> None:
 
 
 @contextlib.asynccontextmanager
-async def _real_time_rig(tmp: Path, *, free: bool) -> AsyncIterator[Rig]:
+async def _real_time_rig(tmp: Path, *, free: bool, **settings: Any) -> AsyncIterator[Rig]:
     """The connector rig on a simulated sim-ac board in real time (the network is real: virtual time and
     real sockets do not mix, so the whole child runs on RealClock)."""
     rig: Rig | None = None
@@ -859,7 +873,7 @@ async def _real_time_rig(tmp: Path, *, free: bool) -> AsyncIterator[Rig]:
         "sim-ac",
         clock=RealClock(),
         journal_path=tmp / "journal.db",
-        settings=ConnectorSettings(free_charging=free),
+        settings=ConnectorSettings(free_charging=free, **settings),
         before_start=before_start,
     )
     rig = Rig(sim=sim, journal_path=tmp / "journal.db")

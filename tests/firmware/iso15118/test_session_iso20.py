@@ -37,7 +37,7 @@ from firmware.iso15118.session.iso20 import (
     ServiceId,
     bounded,
 )
-from firmware.iso15118.session.iso20_ac import AcPart
+from firmware.iso15118.session.iso20_ac import OVER_DISCHARGE_TOLERANCE_W, AcPart
 from firmware.iso15118.session.iso20_dc import DcDischargeLimits, DcDynamicDemand, DcPart, EvDcParameters20
 from firmware.iso15118.session.port import (
     Authorisation,
@@ -1266,6 +1266,33 @@ def test_no_ac_charge_loop_answer_asks_for_more_discharge_than_authorised(
         assert value >= -allowed if f.bpt else value >= 0.0
         assert value <= 22_000.0
     codec(ISO20_AC).encode(answer)
+
+
+@pytest.mark.parametrize(
+    ("f", "allowed_w", "presents", "terminated_at"),
+    [
+        # Within the grant (and within the tolerance beyond it): charging goes on.
+        pytest.param(AC_BPT_SCHEDULED, 5_000.0, [-5_000.0] * 5, None, id="at-the-grant"),
+        pytest.param(AC_BPT_SCHEDULED, 5_000.0, [-5_000.0 - OVER_DISCHARGE_TOLERANCE_W] * 5, None, id="tolerance"),
+        # Beyond it, loop after loop: Terminate at the third and in every answer after.
+        pytest.param(AC_BPT_SCHEDULED, 5_000.0, [-7_400.0] * 5, 2, id="over-the-grant"),
+        pytest.param(AC_BPT_DYNAMIC, 0.0, [-2_000.0] * 4, 2, id="no-grant"),
+        pytest.param(AC_SCHEDULED, 5_000.0, [-1_000.0] * 3, 2, id="no-bpt-service"),
+        # A transient that comes back inside resets the count.
+        pytest.param(AC_BPT_DYNAMIC, 5_000.0, [-7_400.0, -7_400.0, -4_000.0, -7_400.0, -7_400.0], None, id="transient"),
+    ],
+)
+def test_an_ev_giving_back_more_than_allowed_is_told_to_terminate(
+    f: Flavour, allowed_w: float, presents: list[float], terminated_at: int | None
+) -> None:
+    s, _ = _ac_charging(f, allowed_w, None)
+    notifications = []
+    for present in presents:
+        res = exchange(s, "AC_ChargeLoopReq", _ac_loop(f, present))
+        assert res["ResponseCode"] == "OK"
+        notifications.append(res.get("EVSEStatus", {}).get("EVSENotification"))
+    expected = [None if terminated_at is None or i < terminated_at else "Terminate" for i in range(len(presents))]
+    assert notifications == expected
 
 
 def _dc_charging(f: Flavour, allowed: DcDischargeLimits, pick: str) -> tuple[Iso20Session, DcModel]:
