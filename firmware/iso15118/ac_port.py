@@ -10,7 +10,12 @@ AC session asks of the charger, answered from the connector's own state.
   Discharge (ISO 15118-20 AC_BPT) is 0 unless an energy-manager hook authorises some (default deny).
 * **Schedules**: one offer over 24 h built from the same limit chain, stepping where a limit in it expires
   (it is then replaced by the connector's fallback current, so the offer is what is guaranteed), with the
-  connector's tariff as its price when the settings have one.
+  connector's tariff as its price when the settings have one. Limits that are renewed (the energy
+  manager's site share lives 30 s and is sent again each cycle) make the offer the EV holds stale: once
+  it differs from what the chain allows now by more than :data:`RENEGOTIATE_DELTA_W`, status asks the
+  EV to renegotiate (-2 ReNegotiation, -20 ScheduleRenegotiation), at most every
+  :data:`RENEGOTIATE_EVERY_S`. Without that an EV that keeps to its schedule drops to the fallback at
+  the first expiry and stays there.
 * **The EV's needs** (ISO-2 EAmount/DepartureTime, -20 energy requests and departure) are kept as a
   ``needs`` provider for the energy service: (energy still needed in Wh, departure as a monotonic
   deadline), see :func:`needs_provider`.
@@ -61,6 +66,12 @@ SCHEDULE_DURATION_S = 86_400
 SCHEDULE_ID = 1  # the one offer (SAScheduleTupleID / ScheduleTupleID 1..255)
 #: Faults that end charging (firmware.safety.faults): the EV is told to stop.
 _STOPPING = (Reaction.STOP, Reaction.EMERGENCY)
+#: A renegotiation at most this often (a design choice): between two, the EV is bound to the chain at every
+#: loop anyway (-2 EVSEMaxCurrent, -20 the loop's target), so the schedule only has to catch up.
+RENEGOTIATE_EVERY_S = 10.0
+#: A difference between the EV's schedule and the chain now that is worth a renegotiation: 1 A at 230 V,
+#: above the offers' rounding and the meter's accuracy (a design choice).
+RENEGOTIATE_DELTA_W = 230.0
 
 NeedsFn = Callable[[int, float], tuple[float, float | None]]
 
@@ -94,6 +105,7 @@ class ConnectorAcPort:
         self._rejected = False
         self._needs: _Needs | None = None
         self._pilot = connector.debouncer.state
+        self._offer: tuple[float, Schedule] | None = None  # the schedule the EV holds, and when it got it
         self.stopped: list[str] = []  # why each session stopped (for logs and tests)
         connector.add_listener(self._on_connector_event)
 
@@ -120,8 +132,14 @@ class ConnectorAcPort:
         active = self.connector.supervisor.active
         stopping = any(spec(code).reaction in _STOPPING for code in active)
         withdrawn = self.authorisation() is Authorisation.REJECTED
+        if stopping or withdrawn:
+            notification = Notification.STOP
+        elif self._offer_stale(self._now()):
+            notification = Notification.RENEGOTIATE
+        else:
+            notification = Notification.NONE
         return AcStatus(
-            notification=Notification.STOP if stopping or withdrawn else Notification.NONE,
+            notification=notification,
             notification_max_delay_s=0,
             rcd_tripped=FaultCode.RCD_TRIPPED in active,
         )
@@ -170,7 +188,20 @@ class ConnectorAcPort:
         for start in sorted(starts):
             if not entries or entries[-1].max_power_w != starts[start]:
                 entries.append(PowerEntry(start, starts[start]))
-        return [Schedule(SCHEDULE_ID, SCHEDULE_DURATION_S, tuple(entries), **self._tariff())]
+        offer = Schedule(SCHEDULE_ID, SCHEDULE_DURATION_S, tuple(entries), **self._tariff())
+        self._offer = (now, offer)
+        return [offer]
+
+    def _offer_stale(self, now: float) -> bool:
+        """Whether the schedule the EV holds is no longer what the chain allows now (see the docstring)."""
+        if self._offer is None or not self.connector.machine.inputs.hlc_power:
+            return False
+        since, offer = self._offer
+        if now - since < RENEGOTIATE_EVERY_S:
+            return False
+        offset = now - since
+        held = next((e.max_power_w for e in reversed(offer.power) if e.start_s <= offset), 0.0)
+        return abs(held - self._power_at(now)) > RENEGOTIATE_DELTA_W
 
     def _tariff(self) -> dict[str, Any]:
         tariff = self.connector.settings.tariff
@@ -235,6 +266,7 @@ class ConnectorAcPort:
         self.stopped.append(reason)
         self.connector.hlc_power(False)
         self._seen_authorised = False
+        self._offer = None
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -281,6 +313,7 @@ class ConnectorAcPort:
         self._pilot = state
         if left:  # the EV left: what it said and what the backend said about it go with it
             self._needs, self._rejected, self._seen_authorised = None, False, False
+            self._offer = None
 
 
 class ConnectorPnc:

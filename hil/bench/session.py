@@ -165,6 +165,12 @@ def check_scenario(scenario: Scenario, rig: RigConfig, board: BoardConfig) -> li
     for ev in scenario.evs:
         if rig.ev.pp_pin(ev.cable_a) is None:
             problems.append(f"EV {ev.id}: cable_a = {ev.cable_a} needs ev.pp_{ev.cable_a}a_pin in the rig file")
+        if ev.protocol != "none":
+            # The bench's EV emulator switches resistors only: it has no PLC modem to speak ISO 15118.
+            problems.append(
+                f"EV {ev.id}: protocol {ev.protocol} needs an ISO 15118 EV; the bench's emulator is a PWM EV only "
+                "(run this scenario in simulation, without --bench)"
+            )
     site = scenario.site
     if site is not None and site.energy_manager is not None:
         # The manager would read the simulation's site meter and grid models, not the bench's

@@ -417,3 +417,13 @@ def test_sim_bench_passes_the_load_current_only_through_closed_contacts() -> Non
         load.close()
         factory.close()
         factory.reset()
+
+
+def test_an_iso15118_ev_is_refused_on_the_bench() -> None:
+    """The bench's EV emulator switches resistors only: an ISO 15118 EV would silently run as a PWM EV."""
+    rig = _rig()
+    plain = check_scenario(_scenario(), rig, load_board(resolve("sim-ac")))
+    assert not any("protocol" in p for p in plain)
+    hlc = _scenario(CHARGE.replace("{id: car, ", "{id: car, protocol: iso2, "))
+    problems = check_scenario(hlc, rig, load_board(resolve("sim-ac")))
+    assert any("EV car: protocol iso2 needs an ISO 15118 EV" in p for p in problems)

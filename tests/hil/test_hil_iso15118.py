@@ -77,7 +77,7 @@ def test_the_sessions_run_through_the_secc_and_drive_the_connectors(shipped: tup
     ("messages", "evidence"),
     [
         (["SessionStopReq", "SessionSetupReq"], "no SessionSetupReq after SessionStopReq"),
-        (["PowerDeliveryReq", "ChargeParameterDiscoveryReq"], "it came only before"),
+        (["ChargingStatusReq", "ServiceDiscoveryReq"], "it came only before"),
         (["SessionSetupReq", "CableCheckReq"], "no CableCheckReq after SessionSetupReq at t=12.000; never seen"),
     ],
 )

@@ -17,7 +17,13 @@ from hypothesis import strategies as st
 
 from firmware.connector import ConnectorSettings
 from firmware.energy.manager import ConnectorSpec, EnergyManager, SiteConfig
-from firmware.iso15118.ac_port import SCHEDULE_DURATION_S, ConnectorAcPort, manager_discharge, needs_provider
+from firmware.iso15118.ac_port import (
+    RENEGOTIATE_EVERY_S,
+    SCHEDULE_DURATION_S,
+    ConnectorAcPort,
+    manager_discharge,
+    needs_provider,
+)
 from firmware.iso15118.session.port import Authorisation, Notification
 from firmware.iso15118.session.port_ac import EvAcParameters, PowerEntry, PriceEntry
 from firmware.limits import Limit
@@ -333,3 +339,38 @@ def test_faults_tell_the_ev_to_stop(tmp_path: Path, code: FaultCode, notificatio
             assert port.charge_loop(None).target_power_w == 0.0
 
     run(tmp_path, body, free=True)
+
+
+def test_a_renewed_limit_makes_the_evs_schedule_stale_and_asks_for_renegotiation(tmp_path: Path) -> None:
+    """The energy manager's share lives 30 s and is renewed: the offer steps to the fallback at its expiry,
+    so once the renewal makes the held schedule wrong the EV is asked to renegotiate (not more often than
+    RENEGOTIATE_EVERY_S), and a fresh offer ends the request."""
+
+    async def body(rig: Rig, port: ConnectorAcPort) -> None:
+        rig.connector.set_hlc(True)
+        await plug(rig, "B")
+        await rig.advance(0.5)
+        rig.connector.set_limit(Limit("site", 13.0, expires_at=rig.now + 30.0))
+        [offer] = port.schedules()
+        assert power(offer.power, 40) == 6 * V * PHASES  # the guaranteed fallback after the expiry
+        assert port.power_delivery(True, 1)
+        for _ in range(2):  # renewed every 10 s, as the manager does: the held schedule is right so far
+            await rig.advance(10.0)
+            rig.connector.set_limit(Limit("site", 13.0, expires_at=rig.now + 30.0))
+            assert port.status().notification is Notification.NONE
+        await rig.advance(10.0)  # 30 s on: the held schedule says 6 A, the renewed chain 13 A
+        rig.connector.set_limit(Limit("site", 13.0, expires_at=rig.now + 30.0))
+        assert port.status().notification is Notification.RENEGOTIATE
+        port.schedules()  # the EV renegotiated
+        assert port.status().notification is Notification.NONE
+        # A lower share: renegotiation only after RENEGOTIATE_EVERY_S (the loop's EVSEMaxCurrent binds meanwhile).
+        rig.connector.set_limit(Limit("site", 8.0, expires_at=rig.now + 30.0))
+        assert port.status().notification is Notification.NONE
+        await rig.advance(RENEGOTIATE_EVERY_S)
+        rig.connector.set_limit(Limit("site", 8.0, expires_at=rig.now + 30.0))
+        assert port.status().notification is Notification.RENEGOTIATE
+        # Without power on (after PowerDelivery Stop) there is nothing to renegotiate.
+        port.power_delivery(False, None)
+        assert port.status().notification is Notification.NONE
+
+    run(tmp_path, body, free=True, settings_=ConnectorSettings(free_charging=True, fallback_a=6.0))
