@@ -545,32 +545,21 @@ class ScenarioRun:
                 await task
 
     def _make_ev(self, spec: EvSpec) -> AcEv:
+        common: dict[str, Any] = {
+            "ev_id": spec.id,
+            "battery_kwh": spec.battery_kwh,
+            "soc": spec.soc,
+            "target_soc": spec.target_soc,
+            "max_current_a": spec.max_current_a,
+            "phases": spec.phases,
+            "cable_a": spec.cable_a,
+            "taper_from_soc": spec.taper_from_soc,
+        }
         ev: AcEv
         if spec.hlc:
-            ev = HlcEv(
-                config=self._evcc_config(spec),
-                ev_id=spec.id,
-                battery_kwh=spec.battery_kwh,
-                soc=spec.soc,
-                target_soc=spec.target_soc,
-                max_current_a=spec.max_current_a,
-                phases=spec.phases,
-                cable_a=spec.cable_a,
-                taper_from_soc=spec.taper_from_soc,
-            )
+            ev = HlcEv(config=self._evcc_config(spec), **common)
         else:
-            ev = AcEv(
-                ev_id=spec.id,
-                battery_kwh=spec.battery_kwh,
-                soc=spec.soc,
-                target_soc=spec.target_soc,
-                max_current_a=spec.max_current_a,
-                phases=spec.phases,
-                behaviour=spec.behaviour,
-                cable_a=spec.cable_a,
-                response_s=spec.response_s,
-                taper_from_soc=spec.taper_from_soc,
-            )
+            ev = AcEv(behaviour=spec.behaviour, response_s=spec.response_s, **common)
         charger = self.chargers[spec.connector]
         # The simulated meter integrates energy up to "now" with the old current before the EV changes
         # it, so the metered energy matches the EV's own to the step.

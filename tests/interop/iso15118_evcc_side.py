@@ -62,6 +62,20 @@ _SCHEDULED_ABSOLUTE = Iso20Config(control_modes=(ControlMode.SCHEDULED,), pricin
 _DYNAMIC_LEVELS = Iso20Config(control_modes=(ControlMode.DYNAMIC,), pricing=Pricing.LEVELS)
 _ISO20_TLS = TlsProfile.ISO2_AND_ISO20  # the peer pins secp256r1 for TLS 1.3 too (see the test module)
 
+
+def _bpt(energy: str, grant_w: float) -> Case:
+    """A -20 BPT case with the discharging EV: scheduled with absolute prices on AC, dynamic on DC."""
+    offer = _SCHEDULED_ABSOLUTE if energy == "AC" else _DYNAMIC_LEVELS
+    return Case(
+        PeerCase(f"iso20-{energy.lower()}", f"{energy}_BPT", tls=True, discharge=True),
+        "iso20",
+        dc=energy == "DC",
+        tls=_ISO20_TLS,
+        iso20=replace(offer, bidirectional=True),
+        discharge_w=grant_w,
+    )
+
+
 CASES: dict[str, Case] = {
     "din-dc": Case(PeerCase("din", "DC", transfer_mode="DC_extended"), "din", dc=True),
     "iso2-ac": Case(PeerCase("iso2", "AC"), "iso2", dc=False, card_after_s=1.0, free=False),
@@ -73,31 +87,11 @@ CASES: dict[str, Case] = {
         PeerCase("iso20-ac", "AC", tls=True), "iso20", dc=False, tls=_ISO20_TLS, iso20=_SCHEDULED_ABSOLUTE
     ),
     "iso20-dc": Case(PeerCase("iso20-dc", "DC", tls=True), "iso20", dc=True, tls=_ISO20_TLS, iso20=_DYNAMIC_LEVELS),
-    # The discharging EV gives back 7.4 kW (tests/peers/iso15118_evcc_main.py).
-    "iso20-ac-bpt": Case(
-        PeerCase("iso20-ac", "AC_BPT", tls=True, discharge=True),
-        "iso20",
-        dc=False,
-        tls=_ISO20_TLS,
-        iso20=replace(_SCHEDULED_ABSOLUTE, bidirectional=True),
-        discharge_w=10_000.0,
-    ),
-    "iso20-ac-bpt-over": Case(
-        PeerCase("iso20-ac", "AC_BPT", tls=True, discharge=True),
-        "iso20",
-        dc=False,
-        tls=_ISO20_TLS,
-        iso20=replace(_SCHEDULED_ABSOLUTE, bidirectional=True),
-        discharge_w=5_000.0,
-    ),
-    "iso20-dc-bpt": Case(
-        PeerCase("iso20-dc", "DC_BPT", tls=True, discharge=True),
-        "iso20",
-        dc=True,
-        tls=_ISO20_TLS,
-        iso20=replace(_DYNAMIC_LEVELS, bidirectional=True),
-        discharge_w=10_000.0,
-    ),
+    # The discharging EV gives back 7.4 kW (tests/peers/iso15118_evcc_main.py): within a 10 kW grant, and
+    # beyond a 5 kW one.
+    "iso20-ac-bpt": _bpt("AC", 10_000.0),
+    "iso20-ac-bpt-over": _bpt("AC", 5_000.0),
+    "iso20-dc-bpt": _bpt("DC", 10_000.0),
 }
 
 

@@ -269,42 +269,24 @@ def sap_tree(*offers: tuple[str, int, int]) -> dict[str, Any]:
     return {"supportedAppProtocolReq": {"AppProtocol": entries}}
 
 
+DIN, ISO2, AC20, DC20 = Namespace.DIN, Namespace.ISO2, Namespace.ISO20_AC, Namespace.ISO20_DC
+_OK, _NO, _MINOR = "OK_SuccessfulNegotiation", "Failed_NoNegotiation", "OK_SuccessfulNegotiationWithMinorDeviation"
+
+
 @pytest.mark.parametrize(
     ("offers", "tls", "ports", "code", "schema"),
     [
-        pytest.param([(Namespace.DIN, 2, 0)], None, "dc", "OK_SuccessfulNegotiation", 1, id="din-on-dc"),
-        pytest.param([(Namespace.DIN, 2, 0)], None, "ac", "Failed_NoNegotiation", None, id="no-din-on-ac"),
-        pytest.param([(Namespace.DIN, 2, 0)], "TLSv1.2", "dc", "Failed_NoNegotiation", None, id="no-din-over-tls"),
-        pytest.param(
-            [(Namespace.ISO20_DC, 1, 0), (Namespace.ISO2, 2, 0)],
-            "TLSv1.2",
-            "dc",
-            "OK_SuccessfulNegotiation",
-            2,
-            id="no-iso20-over-tls12",
-        ),
-        pytest.param(
-            [(Namespace.ISO20_DC, 1, 0)], "TLSv1.3", "dc", "OK_SuccessfulNegotiation", 1, id="iso20-over-tls13"
-        ),
-        pytest.param(
-            [(Namespace.ISO20_AC, 1, 0)], "TLSv1.3", "dc", "Failed_NoNegotiation", None, id="no-iso20-ac-on-dc"
-        ),
-        pytest.param(
-            [(Namespace.ISO20_DC, 1, 0), (Namespace.ISO20_AC, 1, 0)],
-            "TLSv1.3",
-            "ac",
-            "OK_SuccessfulNegotiation",
-            2,
-            id="iso20-ac-on-ac",
-        ),
-        pytest.param(
-            [(Namespace.ISO20_COMMON, 1, 0)], "TLSv1.3", "dc", "Failed_NoNegotiation", None, id="common-is-no-service"
-        ),
-        pytest.param(
-            [(Namespace.ISO2, 2, 1)], None, "dc", "OK_SuccessfulNegotiationWithMinorDeviation", 1, id="minor-deviation"
-        ),
+        pytest.param([(DIN, 2, 0)], None, "dc", _OK, 1, id="din-on-dc"),
+        pytest.param([(DIN, 2, 0)], None, "ac", _NO, None, id="no-din-on-ac"),
+        pytest.param([(DIN, 2, 0)], "TLSv1.2", "dc", _NO, None, id="no-din-over-tls"),
+        pytest.param([(DC20, 1, 0), (ISO2, 2, 0)], "TLSv1.2", "dc", _OK, 2, id="no-iso20-over-tls12"),
+        pytest.param([(DC20, 1, 0)], "TLSv1.3", "dc", _OK, 1, id="iso20-over-tls13"),
+        pytest.param([(AC20, 1, 0)], "TLSv1.3", "dc", _NO, None, id="no-iso20-ac-on-dc"),
+        pytest.param([(DC20, 1, 0), (AC20, 1, 0)], "TLSv1.3", "ac", _OK, 2, id="iso20-ac-on-ac"),
+        pytest.param([(Namespace.ISO20_COMMON, 1, 0)], "TLSv1.3", "dc", _NO, None, id="common-is-no-service"),
+        pytest.param([(ISO2, 2, 1)], None, "dc", _MINOR, 1, id="minor-deviation"),
     ],
-)
+)  # fmt: skip
 def test_supported_app_protocol_offers_what_this_connection_can_carry(
     offers: list[tuple[str, int, int]], tls: str | None, ports: str, code: str, schema: int | None
 ) -> None:
