@@ -1,7 +1,9 @@
 """Frames and message payloads of the Pi <-> safety co-processor serial link (docs/mcu-protocol.md).
 
-Pure functions and data only, no I/O: the driver (:mod:`hal.drivers.mcu_link`), the simulator
-(:mod:`hal.sim.coprocessor`) and the MicroPython firmware (same design, board/mcu/) all build on it.
+Pure functions and data only, no I/O: the driver (:mod:`hal.drivers.mcu_link`) and the simulator
+(:mod:`hal.sim.coprocessor`) build on it. Every number (framing, message types, codes, flags, payload
+layouts) comes from ``board/mcu/protocol.py``, the module the MicroPython firmware itself imports, so
+the two sides cannot drift; the enums here give those numbers names and types for the Pi side.
 
 Frame, every multi-byte field little-endian::
 
@@ -17,41 +19,21 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from board.mcu import protocol as P
+
 # ---------------------------------------------------------------------------------- frame layer
-
-#: Start-of-frame marker (mcu-protocol.md "Framing"): 0b10100101, a pattern idle lines and runs of
-#: 0x00/0xFF never produce.
-SOF = 0xA5
-#: Largest payload in bytes; bounds the receive buffer on the RP2040 and makes a corrupted LEN
-#: byte detectable (mcu-protocol.md "Framing").
-MAX_PAYLOAD = 64
-HEADER_LEN = 5  # SOF, LEN, ~LEN, SEQ, TYPE
-CRC_LEN = 2
-MAX_FRAME_LEN = HEADER_LEN + MAX_PAYLOAD + CRC_LEN
-
-# CRC-16/CCITT-FALSE (also catalogued as CRC-16/IBM-3740): check value over b"123456789" is 0x29B1.
-CRC16_POLY = 0x1021
-CRC16_INIT = 0xFFFF
-
-
-def _crc_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ CRC16_POLY) if crc & 0x8000 else (crc << 1)
-        table.append(crc & 0xFFFF)
-    return tuple(table)
-
-
-_CRC_TABLE = _crc_table()
+SOF = P.SOF
+MAX_PAYLOAD = P.MAX_PAYLOAD
+HEADER_LEN = P.HEADER_LEN
+CRC_LEN = P.CRC_LEN
+MAX_FRAME_LEN = P.MAX_FRAME_LEN
+CRC16_POLY = P.CRC16_POLY
+CRC16_INIT = P.CRC16_INIT
 
 
 def crc16_ccitt_false(data: bytes, crc: int = CRC16_INIT) -> int:
     """CRC-16/CCITT-FALSE of ``data``; pass the previous result as ``crc`` to continue a running CRC."""
-    for byte in data:
-        crc = ((crc << 8) & 0xFFFF) ^ _CRC_TABLE[((crc >> 8) ^ byte) & 0xFF]
-    return crc
+    return int(P.crc16(data, 0, len(data), crc))
 
 
 class FrameError(ValueError):
@@ -75,8 +57,7 @@ def encode_frame(seq: int, msg_type: int, payload: bytes = b"") -> bytes:
         raise ValueError(f"message type {msg_type} outside 0..255")
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD}-byte maximum")
-    body = bytes((len(payload), len(payload) ^ 0xFF, seq, msg_type)) + bytes(payload)
-    return bytes((SOF,)) + body + struct.pack("<H", crc16_ccitt_false(body))
+    return bytes(P.encode_frame(seq, msg_type, bytes(payload)))
 
 
 def decode_frame(data: bytes) -> Frame:
@@ -196,27 +177,27 @@ class FrameDecoder:
 # ---------------------------------------------------------------------------------- messages
 
 #: Bumped on any incompatible change of framing or payload layout; HELLO checks it.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = P.PROTOCOL_VERSION
 
 #: A reply to request type T has type T | REPLY_BIT. Requests use 0x01..0x3F so that replies
 #: (0x81..0xBF) never collide with events (0xC0..0xFE) or NACK (0xFF).
-REPLY_BIT = 0x80
+REPLY_BIT = P.REPLY_BIT
 
 
 class MsgType(enum.IntEnum):
     # Pi -> co-processor requests
-    HELLO = 0x01
-    HEARTBEAT = 0x02
-    READ_STATUS = 0x03
-    SET_PILOT = 0x10
-    SET_CONTACTOR = 0x11
-    SET_LOCK = 0x12
-    RCD_SELFTEST = 0x13
-    CLEAR_ERRORS = 0x14
+    HELLO = P.MSG_HELLO
+    HEARTBEAT = P.MSG_HEARTBEAT
+    READ_STATUS = P.MSG_READ_STATUS
+    SET_PILOT = P.MSG_SET_PILOT
+    SET_CONTACTOR = P.MSG_SET_CONTACTOR
+    SET_LOCK = P.MSG_SET_LOCK
+    RCD_SELFTEST = P.MSG_RCD_SELFTEST
+    CLEAR_ERRORS = P.MSG_CLEAR_ERRORS
     # co-processor -> Pi
-    EVENT_STATUS = 0xC0
-    EVENT_BOOT = 0xC1
-    NACK = 0xFF
+    EVENT_STATUS = P.MSG_EVENT_STATUS
+    EVENT_BOOT = P.MSG_EVENT_BOOT
+    NACK = P.MSG_NACK
 
 
 REQUEST_TYPES = frozenset(t for t in MsgType if 0x01 <= t <= 0x3F)
@@ -232,106 +213,100 @@ def is_reply_type(msg_type: int) -> bool:
 
 
 class NackCode(enum.IntEnum):
-    UNKNOWN_TYPE = 1
-    BAD_LENGTH = 2
-    BAD_VALUE = 3
-    NO_SESSION = 4  # no HELLO with a matching version since the co-processor booted
-    INTERLOCK = 5  # refused for safety: a latched fault or the pilot forbids it
-    UNSUPPORTED = 6  # the board lacks the function (state E, connector lock)
-    BUSY = 7  # an RCD self-test is running
+    UNKNOWN_TYPE = P.NACK_UNKNOWN_TYPE
+    BAD_LENGTH = P.NACK_BAD_LENGTH
+    BAD_VALUE = P.NACK_BAD_VALUE
+    NO_SESSION = P.NACK_NO_SESSION  # no HELLO with a matching version since the co-processor booted
+    INTERLOCK = P.NACK_INTERLOCK  # refused for safety: a latched fault or the pilot forbids it
+    UNSUPPORTED = P.NACK_UNSUPPORTED  # the board lacks the function (state E, connector lock)
+    BUSY = P.NACK_BUSY  # an RCD self-test is running
 
 
 class PilotCode(enum.IntEnum):
     """Pilot generator mode on the wire (SET_PILOT and STATUS). Member names match
     :class:`hal.types.PilotMode`, so ``PilotMode[code.name]`` converts between the two."""
 
-    X1 = 0
-    PWM = 1
-    F = 2
-    E = 3
+    X1 = P.PILOT_X1
+    PWM = P.PILOT_PWM
+    F = P.PILOT_F
+    E = P.PILOT_E
 
 
 class CpState(enum.IntEnum):
     """The co-processor's reading of the pilot (IEC 61851-1 states; standards-facts.md 1.2)."""
 
-    UNKNOWN = 0  # high level outside every window: cp_signal_fault
-    A = 1
-    B = 2
-    C = 3
-    D = 4
-    E = 5
-    F = 6  # the generator itself drives F: the EV's state cannot be read
+    UNKNOWN = P.CP_UNKNOWN  # high level outside every window: cp_signal_fault
+    A = P.CP_A
+    B = P.CP_B
+    C = P.CP_C
+    D = P.CP_D
+    E = P.CP_E
+    F = P.CP_F  # the generator itself drives F: the EV's state cannot be read
 
 
 class ErrorFlag(enum.IntFlag):
     """STATUS error flags, the set of EVerest phyVERSO ``ErrorFlags`` (anchors.md 1.3)."""
 
-    DIODE_FAULT = 1 << 0
-    RCD_SELFTEST_FAILED = 1 << 1
-    RCD_TRIGGERED = 1 << 2
-    VENTILATION_NOT_AVAILABLE = 1 << 3
-    CONNECTOR_LOCK_FAILED = 1 << 4
-    CP_SIGNAL_FAULT = 1 << 5
-    HEARTBEAT_TIMEOUT = 1 << 6
-    COIL_FEEDBACK_DIVERGES = 1 << 7
-    PP_SIGNAL_FAULT = 1 << 8
+    DIODE_FAULT = P.FLAG_DIODE_FAULT
+    RCD_SELFTEST_FAILED = P.FLAG_RCD_SELFTEST_FAILED
+    RCD_TRIGGERED = P.FLAG_RCD_TRIGGERED
+    VENTILATION_NOT_AVAILABLE = P.FLAG_VENTILATION_NOT_AVAILABLE
+    CONNECTOR_LOCK_FAILED = P.FLAG_CONNECTOR_LOCK_FAILED
+    CP_SIGNAL_FAULT = P.FLAG_CP_SIGNAL_FAULT
+    HEARTBEAT_TIMEOUT = P.FLAG_HEARTBEAT_TIMEOUT
+    COIL_FEEDBACK_DIVERGES = P.FLAG_COIL_FEEDBACK_DIVERGES
+    PP_SIGNAL_FAULT = P.FLAG_PP_SIGNAL_FAULT
 
 
 #: Flags that stay set until CLEAR_ERRORS finds their cause gone; the others follow the live
 #: measurement. Any latched flag (and a live diode fault) refuses SET_CONTACTOR allow.
-LATCHED_FLAGS = (
-    ErrorFlag.RCD_SELFTEST_FAILED
-    | ErrorFlag.RCD_TRIGGERED
-    | ErrorFlag.CONNECTOR_LOCK_FAILED
-    | ErrorFlag.HEARTBEAT_TIMEOUT
-    | ErrorFlag.COIL_FEEDBACK_DIVERGES
-)
-INTERLOCK_FLAGS = LATCHED_FLAGS | ErrorFlag.DIODE_FAULT
+LATCHED_FLAGS = ErrorFlag(P.LATCHED_FLAGS)
+INTERLOCK_FLAGS = ErrorFlag(P.INTERLOCK_FLAGS)
 
 
 class Output(enum.IntFlag):
     """STATUS ``outputs`` bits."""
 
-    CONTACTOR_ALLOWED = 1 << 0  # what the Pi last commanded
-    CONTACTOR_COIL = 1 << 1  # what the co-processor drives (allowed and pilot in C/D and no interlock)
-    CONTACTOR_MIRROR = 1 << 2  # the auxiliary (mirror) contact reads closed
-    LOCK_COMMANDED = 1 << 3
-    LOCK_FEEDBACK = 1 << 4  # the lock's feedback switch reads locked
-    CP_LOW_VALID = 1 << 5  # cp_low_mv holds a measured negative plateau
-    SESSION_OPEN = 1 << 6
+    CONTACTOR_ALLOWED = P.OUT_CONTACTOR_ALLOWED  # what the Pi last commanded
+    CONTACTOR_COIL = P.OUT_CONTACTOR_COIL  # what the co-processor drives (allowed, pilot C/D, no interlock)
+    CONTACTOR_MIRROR = P.OUT_CONTACTOR_MIRROR  # the auxiliary (mirror) contact reads closed
+    LOCK_COMMANDED = P.OUT_LOCK_COMMANDED
+    LOCK_FEEDBACK = P.OUT_LOCK_FEEDBACK  # the lock's feedback switch reads locked
+    CP_LOW_VALID = P.OUT_CP_LOW_VALID  # cp_low_mv holds a measured negative plateau
+    SESSION_OPEN = P.OUT_SESSION_OPEN
 
 
 class SelftestState(enum.IntEnum):
-    IDLE = 0
-    RUNNING = 1
-    PASSED = 2
-    FAILED = 3
+    IDLE = P.SELFTEST_IDLE
+    RUNNING = P.SELFTEST_RUNNING
+    PASSED = P.SELFTEST_PASSED
+    FAILED = P.SELFTEST_FAILED
 
 
 class Capability(enum.IntFlag):
-    STATE_E = 1 << 0
-    CONTACTOR_MIRROR = 1 << 1
-    LOCK = 1 << 2
-    LOCK_FEEDBACK = 1 << 3
-    RCD = 1 << 4
+    STATE_E = P.CAP_STATE_E
+    CONTACTOR_MIRROR = P.CAP_CONTACTOR_MIRROR
+    LOCK = P.CAP_LOCK
+    LOCK_FEEDBACK = P.CAP_LOCK_FEEDBACK
+    RCD = P.CAP_RCD
 
 
 class ResetReason(enum.IntEnum):
-    POWER_ON = 0
-    WATCHDOG = 1
-    SOFT = 2
+    POWER_ON = P.RESET_POWER_ON
+    WATCHDOG = P.RESET_WATCHDOG
+    SOFT = P.RESET_SOFT
 
 
 class PayloadError(ValueError):
     """A payload whose length or field values do not fit its message type."""
 
 
-_STATUS = struct.Struct("<IBHhhHBBHB")
-_HELLO_REQ = struct.Struct("<B")
-_HELLO_REPLY = struct.Struct("<BBBBBBHH")
-_SET_PILOT = struct.Struct("<BH")
-_NACK = struct.Struct("<BB")
-_FLAGS = struct.Struct("<H")
+_STATUS = struct.Struct(P.STATUS_FORMAT)
+_HELLO_REQ = struct.Struct(P.HELLO_REQUEST_FORMAT)
+_HELLO_REPLY = struct.Struct(P.HELLO_INFO_FORMAT)
+_SET_PILOT = struct.Struct(P.SET_PILOT_FORMAT)
+_NACK = struct.Struct(P.NACK_PAYLOAD_FORMAT)
+_FLAGS = struct.Struct(P.FLAGS_FORMAT)
 
 
 def _unpack(st: struct.Struct, payload: bytes, what: str) -> tuple[int, ...]:
