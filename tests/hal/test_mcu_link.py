@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from board.mcu.core import RCD_TEST_TRIP_WITHIN_MS
 from hal.buses import open_serial
 from hal.clock import Clock, RealClock, VirtualClock
 from hal.drivers.mcu_frames import (
@@ -390,7 +391,12 @@ def test_rcd_self_test_passes_and_fails() -> None:
             assert await rcm.self_test() is True
             assert not await rcm.tripped()  # the test current is released
             r.sim.rcd_selftest_fails = True
-            assert await rcm.self_test() is False
+            # A failure is known only when the RCD has not tripped within its window of the test current.
+            failing = asyncio.ensure_future(rcm.self_test())
+            await sim_ticks(r)
+            assert not failing.done()
+            await advance_sim(r, RCD_TEST_TRIP_WITHIN_MS / 1000)
+            assert await failing is False
             assert r.link.status is not None
             assert r.link.status.flags & ErrorFlag.RCD_SELFTEST_FAILED
             assert r.link.status.selftest is SelftestState.FAILED
