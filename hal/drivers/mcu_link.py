@@ -651,7 +651,13 @@ class McuContactor:
 
 class McuResidualCurrentMonitor:
     """:class:`hal.interfaces.ResidualCurrentMonitor` read through the co-processor, which trips the
-    contactor itself; ``tripped()`` is the latched ``rcd_triggered`` flag."""
+    contactor itself and latches ``rcd_triggered`` (its interlock while the Pi may be gone).
+
+    ``tripped()`` is the trip *input*, as on a board whose RCD is a GPIO: while the flag is set the
+    adapter asks the co-processor to clear it, which the co-processor does only once the residual
+    current is below its threshold. The connector keeps its own fault until the EV is unplugged
+    (firmware.safety.faults RCD_TRIPPED, Recovery.UNPLUG); without this clearing the co-processor's
+    latch would hold that fault forever and the charger could never recover."""
 
     def __init__(
         self,
@@ -666,6 +672,8 @@ class McuResidualCurrentMonitor:
 
     async def tripped(self) -> bool:
         status = await self._link.fresh_status(self._max_age_s)
+        if status.flags & ErrorFlag.RCD_TRIGGERED:
+            status = await self._link.clear_errors(ErrorFlag.RCD_TRIGGERED)  # refused while the current flows
         return bool(status.flags & ErrorFlag.RCD_TRIGGERED)
 
     async def self_test(self) -> bool:

@@ -19,6 +19,7 @@ SHIPPED = [
     "sim-ac-1p3p",
     "sim-ac-sdm630",
     "sim-dc-bidi",
+    "sim-mcu-ac",
     "pi-ac",
     "pi-ac-1p3p",
     "pi-ac-sdm630",

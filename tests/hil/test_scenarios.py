@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+import board.mcu.core
+import board.mcu.protocol
 import firmware.connector
 import firmware.energy.manager
 import firmware.iec61851.machine
@@ -221,6 +223,17 @@ def _hlc_limits_ignored(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(ConnectorAcPort, "_allowed_a", lambda self, at: self.connector.hal.config.ratings.max_current_a)
 
 
+def _coprocessor_ignores_the_rcd(mp: pytest.MonkeyPatch) -> None:
+    """The co-processor firmware still runs its RCD self-test but never reacts to a trip: it neither
+    opens the contactor nor tells the Pi."""
+
+    def rcd(self: board.mcu.core.Coprocessor, now: int) -> None:
+        if self.selftest == board.mcu.protocol.SELFTEST_RUNNING:
+            self._selftest_step(now)
+
+    mp.setattr(board.mcu.core.Coprocessor, "_rcd", rcd)
+
+
 BREAKAGES: dict[str, Breakage] = {
     "home-ems-fallback": _expired_limits_dropped,
     "unplug-in-every-state": _slow_unplug_detection,
@@ -245,6 +258,7 @@ BREAKAGES: dict[str, Breakage] = {
     "frequency-event": _ffr_ignored,
     "home-phase-switching": _phases_never_switched,
     "iso15118-ac-session": _hlc_limits_ignored,
+    "mcu-coprocessor-rcd": _coprocessor_ignores_the_rcd,
 }
 
 
