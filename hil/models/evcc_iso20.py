@@ -368,7 +368,14 @@ def _power_delivery_start(ctx: EvContext, sel: Selection20, schedule: _Schedule)
         control: dict[str, Any] = {"Dynamic_EVPPTControlMode": {}}
         entries = [{"Duration": max(1, _departure(ctx)), "Power": _r(own)}]
     else:
-        control = {"Scheduled_EVPPTControlMode": {"SelectedScheduleTupleID": schedule.tuple_id}}
+        # PowerToleranceAcceptance is optional in the XSD, but some SECCs (the `iso15118` package) refuse a
+        # scheduled profile without it; this EV makes no promise about the SECC's power tolerance.
+        control = {
+            "Scheduled_EVPPTControlMode": {
+                "SelectedScheduleTupleID": schedule.tuple_id,
+                "PowerToleranceAcceptance": "PowerToleranceNotConfirmed",
+            }
+        }
         entries = [
             {"Duration": int(end - start), "Power": _r(max(0.0, min(power, own)))}
             for start, end, power in schedule.charge[:SUPPORTING_POINTS]

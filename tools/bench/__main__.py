@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 #: Every benchmark module of this package, in the order they run.
-BENCHMARKS = ("hal_links", "reaction", "hil_speed", "ocpp_uplink", "metering", "energy", "exi")
+BENCHMARKS = ("hal_links", "reaction", "hil_speed", "ocpp_uplink", "metering", "energy", "exi", "secc")
 #: The repository root: ``tools.bench.NAME`` imports from there whatever the caller's directory.
 ROOT = Path(__file__).resolve().parents[2]
 
