@@ -214,24 +214,14 @@ class Coprocessor:
 
     # ------------------------------------------------------------------ outputs and supervision
     def _update_outputs(self, now: int) -> None:
-        flags = self.flags()
-        # Energised only while the Pi allows it, the EV asks for power (C or D) and nothing interlocks:
-        # C->B or unplug opens it here, below the Pi's jitter (IEC 61851-1 Table A.6 seq. 7/8.1: open
-        # within 100 ms; standards-facts.md 1.6).
-        coil = self.allowed and self.cp_state in (P.CP_C, P.CP_D) and not flags & P.INTERLOCK_FLAGS
-        if coil != self.coil:
-            self.coil = coil
-            self.hw.coil(coil)
+        # The feedback checks come first, so a fault they latch releases the coil in this same pass.
         if self.hw.mirror() != self.coil:
             if self.coil_mismatch_since < 0:
                 self.coil_mismatch_since = now
             elif now - self.coil_mismatch_since >= P.FEEDBACK_SETTLE_MS:
-                # Welded or stuck open: withdraw the allowance and release the coil.
+                # Welded or stuck open: withdraw the allowance (the coil is released below).
                 self.latched |= P.FLAG_COIL_FEEDBACK_DIVERGES
                 self.allowed = False
-                if self.coil:
-                    self.coil = False
-                    self.hw.coil(False)
         else:
             self.coil_mismatch_since = -1
         if self.has_lock and self.hw.lock_feedback() != self.lock_commanded:
@@ -241,6 +231,17 @@ class Coprocessor:
                 self.latched |= P.FLAG_CONNECTOR_LOCK_FAILED
         else:
             self.lock_mismatch_since = -1
+        # Energised only while the Pi allows it, the EV asks for power (C or D) and nothing interlocks:
+        # C->B or unplug opens it here, below the Pi's jitter (IEC 61851-1 Table A.6 seq. 7/8.1: open
+        # within 100 ms; standards-facts.md 1.6).
+        coil = self.allowed and self.cp_state in (P.CP_C, P.CP_D) and not self.flags() & P.INTERLOCK_FLAGS
+        if coil != self.coil:
+            self.coil = coil
+            self.hw.coil(coil)
+            if self.hw.mirror() == coil:
+                self.coil_mismatch_since = -1
+            elif self.coil_mismatch_since < 0:
+                self.coil_mismatch_since = now  # the relay gets its settle time from this change
 
     def _rcd(self, now: int) -> None:
         if self.selftest == P.SELFTEST_RUNNING:
