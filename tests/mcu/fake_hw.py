@@ -1,10 +1,14 @@
 """A pure-Python hardware seam for board/mcu/core.py and loop.py: the pilot as the EV sets it, the
 contactor with welded / stuck-open faults, the lock with a jam, the RCD with residual current and a
-test winding, the UART as byte buffers, a millisecond clock the test moves by hand."""
+test winding, the UART as byte buffers, a millisecond clock the test moves by hand.
 
-from __future__ import annotations
+It runs on MicroPython too (tests/mcu/mpy_scenarios.py loads it there): no __future__ import, and the
+annotations are never evaluated by MicroPython."""
 
-from board.mcu import protocol as P
+try:
+    from board.mcu import protocol as P
+except ImportError:  # MicroPython: the firmware's files sit side by side at the root
+    import protocol as P  # type: ignore[import-not-found,no-redef]
 
 #: The pilot's positive plateau per EV state (IEC 61851-1 Table A.4, 12/9/6/3 V); F drives -12 V.
 PLATEAU_MV = {"A": 12_000, "B": 9_000, "C": 6_000, "D": 3_000, "E": 0}
