@@ -91,3 +91,99 @@ def run_micropython(entry: Path, files: Sequence[Path], *, timeout_s: float = RU
     if done.returncode != 0:
         raise MicroPythonError(f"{entry.name} failed on MicroPython:\n{done.stderr[-4000:]}\n{done.stdout[-2000:]}")
     return done.stdout
+
+
+SERVER = Path(__file__).resolve().parent / "serve_micropython.mjs"
+STOP_TIMEOUT_S = 5.0
+
+
+class MicroPythonDevice:
+    """The co-processor firmware on MicroPython behind a pty, as the Pi's driver finds a real one:
+    ``path`` is the pty's slave side to open with pyserial; a thread carries bytes between the pty and
+    the Node process (tests/mcu/serve_micropython.mjs). :meth:`plant` changes the fake hardware (the EV
+    state, a residual current, ...) and :meth:`query` reads it (``coil``, ``mode``). A context manager:
+    leaving it ends the process, the thread and the pty."""
+
+    def __init__(self, serve: Path, files: Sequence[Path]) -> None:
+        import queue
+        import threading
+
+        from hal.sim.pty import open_raw_pty
+
+        package = ensure_micropython()
+        self._master, self._slave, self.path = open_raw_pty()
+        self.proc = subprocess.Popen(
+            ["node", str(SERVER), str(package), str(serve), *map(str, files)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self._answers: queue.Queue[str] = queue.Queue()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._to_pi, daemon=True),
+            threading.Thread(target=self._from_pi, daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def __enter__(self) -> MicroPythonDevice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self, command: dict[str, object]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+
+    def _to_pi(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            message = json.loads(line)
+            if "tx" in message:
+                os.write(self._master, bytes.fromhex(message["tx"]))
+            elif "answer" in message:
+                self._answers.put(message["answer"])
+
+    def _from_pi(self) -> None:
+        import select
+
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self._master], [], [], 0.01)
+            if not ready:
+                continue
+            try:
+                data = os.read(self._master, 4096)
+            except OSError:  # no slave side open at the moment
+                continue
+            if data:
+                self._send({"rx": data.hex()})
+
+    def plant(self, name: str, value: object) -> None:
+        self._send({"plant": [name, value]})
+
+    def query(self, name: str, timeout_s: float = 5.0) -> str:
+        self._send({"query": name})
+        import queue
+
+        try:
+            return self._answers.get(timeout=timeout_s)
+        except queue.Empty:
+            raise MicroPythonError(f"MicroPython did not answer the query {name!r} within {timeout_s} s") from None
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=STOP_TIMEOUT_S)
+        for thread in self._threads:
+            thread.join(timeout=STOP_TIMEOUT_S)
+        for fd in (self._master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
