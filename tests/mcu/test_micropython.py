@@ -37,6 +37,15 @@ def test_the_firmware_runs_on_micropython_and_passes_its_checks() -> None:
     print(f"MicroPython {summary['version']}: {len(checks)} checks, heap in use {summary['mem_alloc']} bytes")
 
 
+def test_the_rp2040_seam_and_the_main_loop_run_on_micropython() -> None:
+    files = [*FIRMWARE, ROOT / "board" / "mcu" / "hw_rp2040.py", ROOT / "board" / "mcu" / "pins.py"]
+    out = run_micropython(HERE / "mpy_rp2040.py", [*files, HERE / "fake_machine.py"])
+    result = json.loads(out.strip().splitlines()[-1])
+    assert {0xC1, 0x81, 0x90} <= set(result["kinds"])  # EVENT_BOOT, HELLO and SET_PILOT acknowledged
+    assert result["cp_state"] == 3 and result["fed"] == 5  # state C read in step with the PWM; watchdog fed
+    assert abs(result["high_mv"] - 6000) < 50 and abs(result["low_mv"] + 12000) < 50
+
+
 def test_a_firmware_file_that_breaks_on_micropython_is_reported(tmp_path: Path) -> None:
     broken = tmp_path / "core.py"
     broken.write_text("from __future__ import annotations\n")  # MicroPython has no __future__ module
