@@ -480,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     from firmware.iso15118.exi_tool import add_parser as add_exi_parser  # evse exi decode|encode|decode-pcap
 
     add_exi_parser(sub)
+    from firmware.mcu_deploy import add_parser as add_mcu_parser  # evse mcu deploy
+
+    add_mcu_parser(sub)
     return parser
 
 
