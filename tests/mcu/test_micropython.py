@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from firmware.mcu_deploy import MEMORY_PROBE
 from tests.mcu.micropython import run_micropython
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,6 +22,8 @@ EXPECTED_CHECKS = 1 + 8 + 1 + 1 + 7 + 2
 #: The RP2040 gives MicroPython about 190 KiB of heap; the firmware, its buffers and this whole test
 #: must fit well inside it.
 HEAP_BUDGET_BYTES = 150 * 1024
+#: The firmware's modules alone, loaded as main.py loads them: a third of that heap at most.
+FIRMWARE_HEAP_BUDGET_BYTES = 64 * 1024
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -44,6 +47,17 @@ def test_the_rp2040_seam_and_the_main_loop_run_on_micropython() -> None:
     assert {0xC1, 0x81, 0x90} <= set(result["kinds"])  # EVENT_BOOT, HELLO and SET_PILOT acknowledged
     assert result["cp_state"] == 3 and result["fed"] == 5  # state C read in step with the PWM; watchdog fed
     assert abs(result["high_mv"] - 6000) < 50 and abs(result["low_mv"] + 12000) < 50
+
+
+def test_the_deploy_memory_probe_runs_on_micropython(tmp_path: Path) -> None:
+    """What `evse mcu deploy` reports, measured here on MicroPython with the firmware's modules loaded."""
+    entry = tmp_path / "probe.py"
+    entry.write_text(f"PROBE = {MEMORY_PROBE!r}\n" + (HERE / "mpy_memory.py").read_text())
+    files = [*FIRMWARE, ROOT / "board" / "mcu" / "hw_rp2040.py", ROOT / "board" / "mcu" / "pins.py"]
+    out = run_micropython(entry, files)
+    _, used, free = out.strip().splitlines()[-1].split()
+    assert 0 < int(used) < FIRMWARE_HEAP_BUDGET_BYTES < int(used) + int(free)
+    print(f"firmware loaded on MicroPython: heap in use {used} bytes")
 
 
 def test_a_firmware_file_that_breaks_on_micropython_is_reported(tmp_path: Path) -> None:
