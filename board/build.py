@@ -23,6 +23,7 @@ from board.schema import (
     AdcProximity,
     Atm90e32Config,
     BoardConfig,
+    CoprocessorProximity,
     FixedCable,
     GpioContactor,
     GpioLock,
@@ -51,6 +52,7 @@ from hal.drivers.mcu_link import (
     McuLink,
     McuPilotOutput,
     McuPilotSense,
+    McuProximity,
     McuResidualCurrentMonitor,
 )
 from hal.drivers.ntc import NtcTemperature
@@ -290,6 +292,9 @@ class _Builder:
         pp = self.cfg.proximity
         if isinstance(pp, FixedCable):
             return FixedCableProximity(rating_a=pp.cable_rating_a)
+        if isinstance(pp, CoprocessorProximity):
+            assert self.mcu is not None
+            return McuProximity(self.mcu, coding=pp.coding, single_phase=self.cfg.ratings.phases == 1)
         assert isinstance(pp, AdcProximity)
         adc = self._adc()
         if self.sim is not None:

@@ -139,6 +139,13 @@ class AdcProximity(_Model):
     coding: Literal["type2", "type1"]
 
 
+class CoprocessorProximity(_Model):
+    """PP read by the safety co-processor (its capability PP), decoded by the Pi."""
+
+    driver: Literal["coprocessor"]
+    coding: Literal["type2", "type1"]
+
+
 class FixedCable(_Model):
     driver: Literal["fixed-cable"]
     cable_rating_a: float = Field(gt=0)
@@ -299,7 +306,7 @@ class Rdm6300Rfid(_Model):
 
 PilotConfig = Annotated[GpioPwmPilot | CoprocessorFunction, Field(discriminator="driver")]
 PilotSenseConfig = Annotated[AdcPilotSense | CoprocessorFunction, Field(discriminator="driver")]
-ProximityConfig = Annotated[AdcProximity | FixedCable, Field(discriminator="driver")]
+ProximityConfig = Annotated[AdcProximity | FixedCable | CoprocessorProximity, Field(discriminator="driver")]
 ContactorConfig = Annotated[GpioContactor | CoprocessorFunction, Field(discriminator="driver")]
 LockConfig = Annotated[GpioLock | CoprocessorFunction, Field(discriminator="driver")]
 RcdConfig = Annotated[GpioRcd | CoprocessorFunction, Field(discriminator="driver")]

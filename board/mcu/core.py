@@ -17,6 +17,7 @@
 #   lock(on), lock_feedback()    the connector lock actuator and its feedback switch (has_lock only)
 #   rcd_tripped()                True while the RCD / RDC-DD signals residual current above its limit
 #   rcd_test(on)                 drive the RCD's test winding
+#   pp_ohm()                     the PP-PE resistance in ohms (protocol.PP_OPEN: open); boards with has_pp
 #   send(frame, is_reply)        write one encoded frame on the UART
 
 import struct
@@ -64,6 +65,7 @@ class Coprocessor:
         protocol_version: int = P.PROTOCOL_VERSION,
         supports_state_e: bool = True,
         has_lock: bool = True,
+        has_pp: bool = False,
         heartbeat_timeout_ms: int = P.HEARTBEAT_TIMEOUT_MS,
         status_period_ms: int = P.STATUS_PERIOD_MS,
     ) -> None:
@@ -71,6 +73,7 @@ class Coprocessor:
         self.protocol_version = protocol_version
         self.supports_state_e = supports_state_e
         self.has_lock = has_lock
+        self.has_pp = has_pp
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
         self.status_period_ms = status_period_ms
         self.decoder = P.Decoder()
@@ -129,6 +132,8 @@ class Coprocessor:
             caps |= P.CAP_STATE_E
         if self.has_lock:
             caps |= P.CAP_LOCK | P.CAP_LOCK_FEEDBACK
+        if self.has_pp:
+            caps |= P.CAP_PP
         return caps
 
     def hello_info(self) -> bytes:
@@ -352,6 +357,11 @@ class Coprocessor:
             return t | P.REPLY_BIT, self.hello_info()
         if not self.session and t != P.MSG_READ_STATUS:
             return self._nack(t, P.NACK_NO_SESSION)
+        if t == P.MSG_READ_PP:
+            if not self.has_pp:
+                return self._nack(t, P.NACK_UNSUPPORTED)
+            ohm = self.hw.pp_ohm()
+            return t | P.REPLY_BIT, struct.pack(P.PP_FORMAT, min(max(0, ohm), P.PP_OPEN))
         if t == P.MSG_HEARTBEAT:
             self.heartbeats += 1
             self.last_heartbeat_ms = now

@@ -45,6 +45,7 @@ class Rp2040Hardware:
         self.lock_fb = Pin(pins.LOCK_FEEDBACK, Pin.IN, Pin.PULL_UP) if pins.LOCK >= 0 else None
         self.rcd_in = Pin(pins.RCD_TRIP, Pin.IN, Pin.PULL_DOWN)
         self.rcd_test_pin = Pin(pins.RCD_TEST, Pin.OUT, value=0)
+        self.pp_adc = machine.ADC(pins.PP_ADC) if pins.PP_ADC >= 0 else None
         slice_ = (pins.CP_PWM >> 1) & 7
         self.channel_b = pins.CP_PWM & 1
         self.reg = PWM_BASE + slice_ * PWM_SLICE_STRIDE
@@ -63,6 +64,10 @@ class Rp2040Hardware:
     @property
     def has_lock(self) -> bool:
         return self.lock_pin is not None
+
+    @property
+    def has_pp(self) -> bool:
+        return self.pp_adc is not None
 
     # ------------------------------------------------------------------ pilot
     def pilot(self, mode: int, duty_permille: int) -> None:
@@ -139,6 +144,15 @@ class Rp2040Hardware:
 
     def rcd_test(self, on: bool) -> None:
         self.rcd_test_pin.value(1 if on else 0)
+
+    def pp_ohm(self) -> int:
+        """Rc from the divider Rc / (Rc + pull-up); PP_OPEN when the input sits at the reference (no cable)."""
+        if self.pp_adc is None:
+            return P.PP_OPEN
+        raw = self.pp_adc.read_u16()
+        if raw >= 65535 * 98 // 100:  # within 2 % of the rail: open (a coding resistor is at most 2.7 kOhm)
+            return P.PP_OPEN
+        return pins.PP_PULLUP_OHM * raw // (65535 - raw)
 
     def send(self, frame: bytes, is_reply: bool) -> None:
         self.uart.write(frame)

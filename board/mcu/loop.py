@@ -43,7 +43,7 @@ class Loop:
         self.hw = hw
         self.clock = clock
         self.watchdog = watchdog
-        self.fw = core.Coprocessor(hw, supports_state_e=hw.supports_state_e, has_lock=hw.has_lock)
+        self.fw = core.Coprocessor(hw, supports_state_e=hw.supports_state_e, has_lock=hw.has_lock, has_pp=hw.has_pp)
         now = clock.now()
         self.last_rx = now
         self.iterations = 0

@@ -16,6 +16,8 @@ LOCK = 5  # connector lock actuator (high = lock); -1 when the socket has no loc
 LOCK_FEEDBACK = 6  # lock feedback switch to GND, pull-up: low = locked
 RCD_TRIP = 7  # RDC-DD / RCD trip output, active high
 RCD_TEST = 8  # RDC-DD test winding driver (high = test current on)
+PP_ADC = 27  # GP27 / ADC1: the proximity pilot, pulled up to the ADC reference; -1 when the Pi reads PP
+PP_PULLUP_OHM = 1000  # the PP pull-up: v_pp = vref * Rc / (Rc + pull-up), Rc the cable's coding resistor
 LED = 25  # on-board LED: blinks while the session with the Pi is open
 
 #: Pilot sense: v_adc = 1.65 V + v_pilot / 8 (a +/-13.2 V span onto the 0..3.3 V ADC), so

@@ -53,6 +53,7 @@ MSG_SET_CONTACTOR = const(0x11)
 MSG_SET_LOCK = const(0x12)
 MSG_RCD_SELFTEST = const(0x13)
 MSG_CLEAR_ERRORS = const(0x14)
+MSG_READ_PP = const(0x15)  # the proximity pilot's resistance (boards with CAP_PP)
 MSG_EVENT_STATUS = const(0xC0)
 MSG_EVENT_BOOT = const(0xC1)
 MSG_NACK = const(0xFF)
@@ -119,6 +120,7 @@ CAP_CONTACTOR_MIRROR = const(1 << 1)
 CAP_LOCK = const(1 << 2)
 CAP_LOCK_FEEDBACK = const(1 << 3)
 CAP_RCD = const(1 << 4)
+CAP_PP = const(1 << 5)  # the co-processor reads the proximity pilot (READ_PP)
 
 # Reset reasons
 RESET_POWER_ON = const(0)
@@ -135,6 +137,8 @@ SET_PILOT_FORMAT = "<BH"  # mode, duty_permille
 NACK_PAYLOAD_FORMAT = "<BB"  # rejected type, code
 FLAGS_FORMAT = "<H"  # CLEAR_ERRORS mask
 BOOL_FORMAT = "<B"  # SET_CONTACTOR allow, SET_LOCK locked
+PP_FORMAT = "<H"  # READ_PP ACK: the PP-PE resistance in ohms, PP_OPEN when open (no cable) or above it
+PP_OPEN = const(0xFFFF)
 
 #: Every request type with its payload length (a wrong length is NACK BAD_LENGTH).
 REQUEST_LENGTHS = {
@@ -146,6 +150,7 @@ REQUEST_LENGTHS = {
     MSG_SET_LOCK: 1,
     MSG_RCD_SELFTEST: 0,
     MSG_CLEAR_ERRORS: 2,
+    MSG_READ_PP: 0,
 }
 
 

@@ -194,6 +194,7 @@ class MsgType(enum.IntEnum):
     SET_LOCK = P.MSG_SET_LOCK
     RCD_SELFTEST = P.MSG_RCD_SELFTEST
     CLEAR_ERRORS = P.MSG_CLEAR_ERRORS
+    READ_PP = P.MSG_READ_PP
     # co-processor -> Pi
     EVENT_STATUS = P.MSG_EVENT_STATUS
     EVENT_BOOT = P.MSG_EVENT_BOOT
@@ -289,6 +290,7 @@ class Capability(enum.IntFlag):
     LOCK = P.CAP_LOCK
     LOCK_FEEDBACK = P.CAP_LOCK_FEEDBACK
     RCD = P.CAP_RCD
+    PP = P.CAP_PP
 
 
 class ResetReason(enum.IntEnum):
@@ -307,6 +309,15 @@ _HELLO_REPLY = struct.Struct(P.HELLO_INFO_FORMAT)
 _SET_PILOT = struct.Struct(P.SET_PILOT_FORMAT)
 _NACK = struct.Struct(P.NACK_PAYLOAD_FORMAT)
 _FLAGS = struct.Struct(P.FLAGS_FORMAT)
+
+
+_PP = struct.Struct(P.PP_FORMAT)
+
+
+def decode_pp(payload: bytes) -> int | None:
+    """READ_PP ACK: the PP-PE resistance in ohms, None when open (no cable)."""
+    (ohm,) = _unpack(_PP, payload, "READ_PP")
+    return None if ohm == P.PP_OPEN else int(ohm)
 
 
 def _unpack(st: struct.Struct, payload: bytes, what: str) -> tuple[int, ...]:

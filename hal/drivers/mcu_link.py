@@ -46,6 +46,7 @@ from hal.drivers.mcu_frames import (
     PayloadError,
     PilotCode,
     SelftestState,
+    decode_pp,
     encode_bool,
     encode_flags,
     encode_frame,
@@ -56,7 +57,8 @@ from hal.drivers.mcu_frames import (
     reply_type,
 )
 from hal.errors import DeviceNotFound, DeviceTimeout, HalError, ProtocolError, UnsupportedOperation
-from hal.types import PILOT_DUTY_MAX_PERMILLE, PilotMode, PilotReading
+from hal.proximity import decode_type1, decode_type2
+from hal.types import PILOT_DUTY_MAX_PERMILLE, PilotMode, PilotReading, ProximityReading
 
 log = logging.getLogger(__name__)
 
@@ -471,8 +473,8 @@ class McuLink:
 
     def _on_reply(self, frame: Frame) -> None:
         pending = self._pending.get(frame.seq)
-        if frame.msg_type != reply_type(MsgType.HELLO):
-            # Every reply but HELLO's carries the status after the request took effect; cache it
+        if frame.msg_type not in (reply_type(MsgType.HELLO), reply_type(MsgType.READ_PP)):
+            # Every reply but HELLO's and READ_PP's carries the status after the request took effect; cache it
             # before waking the requester so the adapters' properties are current when it returns.
             if not self._take_status(frame.payload, _type_name(frame.msg_type & 0x7F) + " reply"):
                 if pending is not None and not pending.future.done():
@@ -552,7 +554,8 @@ async def _command(link: McuLink, msg_type: MsgType, payload: bytes, what: str) 
     try:
         return await link.request(msg_type, payload)
     except McuNack as exc:
-        if exc.code == NackCode.UNSUPPORTED:
+        # UNKNOWN_TYPE: an older co-processor without this request, which is the same for the caller.
+        if exc.code in (NackCode.UNSUPPORTED, NackCode.UNKNOWN_TYPE):
             raise UnsupportedOperation(link.name, f"the co-processor board cannot {what}") from exc
         raise
 
@@ -683,6 +686,24 @@ class McuResidualCurrentMonitor:
             lambda s: s.selftest in (SelftestState.PASSED, SelftestState.FAILED), self._selftest_timeout_s
         )
         return status.selftest is SelftestState.PASSED
+
+
+class McuProximity:
+    """:class:`hal.interfaces.ProximityPilot` read by the co-processor (boards with capability PP): it
+    measures the PP-PE resistance, the Pi decodes it (hal/proximity.py, Type 2 or Type 1 coding)."""
+
+    def __init__(self, link: McuLink, *, coding: str = "type2", single_phase: bool = False) -> None:
+        if coding not in ("type2", "type1"):
+            raise ValueError(f"PP coding {coding!r}: 'type2' or 'type1'")
+        self._link = link
+        self._coding = coding
+        self._single_phase = single_phase
+
+    async def read(self) -> ProximityReading:
+        ohm = decode_pp(await _command(self._link, MsgType.READ_PP, b"", "read the proximity pilot"))
+        if self._coding == "type1":
+            return decode_type1(None if ohm is None else float(ohm))
+        return decode_type2(None if ohm is None else float(ohm), single_phase=self._single_phase)
 
 
 class McuConnectorLock:

@@ -121,6 +121,10 @@ class PlantHardware:
     def rcd_test(self, on: bool) -> None:
         self.test_current = on
 
+    def pp_ohm(self) -> int:
+        ohm = self.plant.pp_ohm
+        return P.PP_OPEN if ohm is None or ohm >= P.PP_OPEN else round(ohm)
+
     def send(self, frame: bytes, is_reply: bool) -> None:
         self.writer(frame, is_reply)
 
@@ -140,6 +144,7 @@ class CoprocessorSim(PtyPeer):
         protocol_version: int = PROTOCOL_VERSION,
         supports_state_e: bool = True,
         has_lock: bool = True,
+        has_pp: bool = True,
         residual_is_ac: bool = False,
         heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
         status_period_s: float = STATUS_PERIOD_S,
@@ -157,6 +162,7 @@ class CoprocessorSim(PtyPeer):
             protocol_version=protocol_version,
             supports_state_e=supports_state_e,
             has_lock=has_lock,
+            has_pp=has_pp,
             heartbeat_timeout_ms=round(heartbeat_timeout_s * 1000),
             status_period_ms=round(status_period_s * 1000),
         )

@@ -39,6 +39,7 @@ from hal.drivers.mcu_link import (
     McuNack,
     McuPilotOutput,
     McuPilotSense,
+    McuProximity,
     McuResidualCurrentMonitor,
 )
 from hal.errors import DeviceTimeout, ProtocolError, UnsupportedOperation
@@ -409,6 +410,37 @@ def test_rcd_self_test_passes_and_fails() -> None:
             assert await rcm.self_test() is True
             assert not r.link.status.flags & ErrorFlag.RCD_SELFTEST_FAILED
             assert r.executed(MsgType.RCD_SELFTEST) == 3
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("ohm", "coding", "ampacity", "fault"),
+    [
+        (220.0, "type2", 32, False),
+        (None, "type2", 0, False),
+        (50.0, "type2", None, True),
+        (150.0, "type1", None, False),
+    ],
+)
+def test_pp_read_by_the_coprocessor(ohm: float | None, coding: str, ampacity: int | None, fault: bool) -> None:
+    async def main() -> None:
+        async with rig() as r:
+            r.plant.pp_ohm = ohm
+            reading = await McuProximity(r.link, coding=coding).read()
+            assert reading.ampacity_a == ampacity and (reading.fault is not None) is fault
+            if coding == "type1":
+                assert reading.latch is not None
+            assert r.link.capabilities & Capability.PP
+
+    asyncio.run(main())
+
+
+def test_pp_on_a_board_without_it_is_unsupported() -> None:
+    async def main() -> None:
+        async with rig(has_pp=False) as r:
+            with pytest.raises(UnsupportedOperation, match="read the proximity pilot"):
+                await McuProximity(r.link).read()
 
     asyncio.run(main())
 

@@ -25,6 +25,7 @@ class FakeClock:
 class FakeHw:
     supports_state_e = True
     has_lock = True
+    has_pp = True
 
     def __init__(self) -> None:
         self.ev = "A"  # the EV's pilot state (its resistors): A, B, C, D, or E (pilot shorted)
@@ -40,6 +41,7 @@ class FakeHw:
         self.residual_ma = 0.0
         self.test_current = False
         self.rcd_test_works = True
+        self.pp = P.PP_OPEN  # no cable
         self.rx = bytearray()  # bytes from the Pi, waiting to be read
         self.tx: list[tuple[bytes, bool]] = []  # frames sent, (frame, is_reply)
 
@@ -76,6 +78,9 @@ class FakeHw:
 
     def rcd_test(self, on: bool) -> None:
         self.test_current = on
+
+    def pp_ohm(self) -> int:
+        return self.pp
 
     def send(self, frame: bytes, is_reply: bool) -> None:
         self.tx.append((frame, is_reply))

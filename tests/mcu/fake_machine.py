@@ -34,6 +34,7 @@ class Board:
         self.uart_in = bytearray()
         self.uart_out = bytearray()
         self.fed = 0
+        self.pp_ohm = None  # the cable's coding resistor, None: no cable
 
     def cp_mv(self) -> int:
         """The pilot now: +plateau while the PWM output is high, -12 V while it is low."""
@@ -83,6 +84,10 @@ class ADC:
         self.channel = channel
 
     def read_u16(self) -> int:
+        if self.channel == pins.PP_ADC:  # the pull-up divider over the coding resistor
+            if BOARD.pp_ohm is None:
+                return 65535
+            return 65535 * BOARD.pp_ohm // (BOARD.pp_ohm + pins.PP_PULLUP_OHM)
         adc_mv = BOARD.cp_mv() // pins.CP_GAIN + pins.CP_OFFSET_MV
         return max(0, min(65535, adc_mv * 65535 // pins.ADC_VREF_MV))
 

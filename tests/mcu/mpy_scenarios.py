@@ -71,13 +71,14 @@ REQUESTS = (
     (P.MSG_SET_LOCK, b"\x01"),
     (P.MSG_RCD_SELFTEST, b""),
     (P.MSG_CLEAR_ERRORS, b"\x00\x00"),
+    (P.MSG_READ_PP, b""),
 )
 pi = Pi()
 boot = pi.frames()
 check("event_boot", len(boot) == 1 and boot[0][1] == P.MSG_EVENT_BOOT, str(boot))
 for msg_type, payload in REQUESTS:
     kind, body = pi.request(msg_type, payload)
-    size = P.HELLO_INFO_SIZE if msg_type == P.MSG_HELLO else P.STATUS_SIZE
+    size = {P.MSG_HELLO: P.HELLO_INFO_SIZE, P.MSG_READ_PP: 2}.get(msg_type, P.STATUS_SIZE)
     check(f"ack_{msg_type:02x}", kind == msg_type | P.REPLY_BIT and len(body) == size, str(kind))
 kind, body = pi.request(0x3E)
 check("nack_unknown", kind == P.MSG_NACK and body[1] == P.NACK_UNKNOWN_TYPE, str(body))

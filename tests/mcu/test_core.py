@@ -150,6 +150,23 @@ def test_wrong_requests_are_refused_with_their_code(msg_type: int, payload: byte
     assert nack(pi.request(msg_type, payload)) == code
 
 
+@pytest.mark.parametrize(("ohm", "wire"), [(220, 220), (P.PP_OPEN, P.PP_OPEN), (70_000, P.PP_OPEN), (-1, 0)])
+def test_read_pp_reports_the_resistance(ohm: int, wire: int) -> None:
+    pi = Pi()
+    pi.open()
+    pi.hw.pp = ohm
+    kind, payload = pi.request(P.MSG_READ_PP)
+    assert kind == P.MSG_READ_PP | P.REPLY_BIT and struct.unpack(P.PP_FORMAT, payload) == (wire,)
+
+
+def test_read_pp_without_the_capability_is_unsupported() -> None:
+    pi = Pi()
+    pi.loop.fw.has_pp = False
+    pi.open()
+    assert nack(pi.request(P.MSG_READ_PP)) == P.NACK_UNSUPPORTED
+    assert not pi.loop.fw.capabilities() & P.CAP_PP
+
+
 def test_a_second_self_test_while_one_runs_is_busy_and_the_result_follows() -> None:
     pi = Pi()
     pi.open()

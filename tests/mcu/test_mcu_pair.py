@@ -13,7 +13,14 @@ import pytest
 from hal.buses import open_serial
 from hal.clock import RealClock
 from hal.drivers.mcu_frames import ErrorFlag, SelftestState
-from hal.drivers.mcu_link import McuConnectorLock, McuContactor, McuLink, McuPilotOutput, McuResidualCurrentMonitor
+from hal.drivers.mcu_link import (
+    McuConnectorLock,
+    McuContactor,
+    McuLink,
+    McuPilotOutput,
+    McuProximity,
+    McuResidualCurrentMonitor,
+)
 from tests.mcu.micropython import MicroPythonDevice
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +62,8 @@ def test_the_driver_and_the_micropython_firmware_exchange_every_frame_type() -> 
                     status = await link.clear_errors(ErrorFlag(0xFFFF))  # CLEAR_ERRORS
                     assert status.selftest is SelftestState.PASSED
                     await link.read_status()  # READ_STATUS
+                    mcu.plant("pp", 220)  # a 32 A cable's coding resistor (IEC 61851-1 Table B.2)
+                    assert (await McuProximity(link).read()).ampacity_a == 32  # READ_PP
                     mcu.plant("residual_ma", 8.0)  # earth leakage: the co-processor acts by itself
                     await until(lambda: mcu.query("coil") == "false", "the coil released")
                     assert await rcm.tripped() is True

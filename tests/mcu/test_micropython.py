@@ -16,9 +16,9 @@ from tests.mcu.micropython import run_micropython
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = [ROOT / "board" / "mcu" / name for name in ("protocol.py", "core.py", "loop.py")]
 HERE = Path(__file__).resolve().parent
-#: What mpy_scenarios.py checks: the boot event, an ACK for each of the 8 request types, a NACK, a status
+#: What mpy_scenarios.py checks: the boot event, an ACK for each of the 9 request types, a NACK, a status
 #: push, the safe state for 7 hard faults, a corrupted frame ignored and the resync after it.
-EXPECTED_CHECKS = 1 + 8 + 1 + 1 + 7 + 2
+EXPECTED_CHECKS = 1 + 9 + 1 + 1 + 7 + 2
 #: The RP2040 gives MicroPython about 190 KiB of heap; the firmware, its buffers and this whole test
 #: must fit well inside it.
 HEAP_BUDGET_BYTES = 150 * 1024

@@ -64,6 +64,14 @@ def test_the_pins(board: Board) -> None:
     assert board.outputs[pins.RCD_TEST] == 1
 
 
+@pytest.mark.parametrize(("ohm", "expected"), [(None, P.PP_OPEN), (1500, 1500), (680, 680), (220, 220), (100, 100)])
+def test_pp_is_read_through_its_pull_up(board: Board, ohm: int | None, expected: int) -> None:
+    hw = Rp2040Hardware(fake_machine)
+    board.pp_ohm = ohm
+    assert hw.has_pp
+    assert hw.pp_ohm() == pytest.approx(expected, rel=0.01)
+
+
 def test_the_main_loop_on_the_rp2040_seam(board: Board) -> None:
     class Ticks:
         def ticks_ms(self) -> int:
