@@ -12,46 +12,7 @@ import sys
 
 import loop
 import protocol as P
-from fake_hw import FakeClock, FakeHw
-
-
-class Pi:
-    def __init__(self):
-        self.hw = FakeHw()
-        self.clock = FakeClock()
-        self.loop = loop.Loop(self.hw, self.clock)
-        self.seq = 0
-        self.decoder = P.Decoder()
-
-    def step(self, ms=1, times=1):
-        for _ in range(times):
-            self.clock.ms += ms
-            self.loop.step()
-
-    def frames(self):
-        out = []
-        for frame, _ in self.hw.tx:
-            out += self.decoder.feed(frame)
-        self.hw.tx = []
-        return out
-
-    def request(self, msg_type, payload=b""):
-        self.seq = (self.seq + 1) & 0xFF
-        self.frames()
-        self.hw.rx += P.encode_frame(self.seq, msg_type, payload)
-        self.step()
-        for seq, kind, body in self.frames():
-            if seq == self.seq and not P.MSG_EVENT_STATUS <= kind < P.MSG_NACK:
-                return kind, body
-        return None, b""
-
-    def charging(self):
-        self.request(P.MSG_HELLO, bytes([P.PROTOCOL_VERSION]))
-        self.request(P.MSG_SET_PILOT, struct.pack(P.SET_PILOT_FORMAT, P.PILOT_PWM, 267))
-        self.hw.ev = "C"
-        self.step()
-        self.request(P.MSG_SET_CONTACTOR, b"\x01")
-
+from pi_side import Pi
 
 RESULTS = []
 

@@ -14,56 +14,22 @@ from hypothesis import strategies as st
 
 from board.mcu import loop
 from board.mcu import protocol as P
-from tests.mcu.fake_hw import FakeClock, FakeHw
+from tests.mcu import pi_side
 
 
-class Pi:
-    """The Pi's side of the wire, by hand: frames in, replies and events out."""
-
-    def __init__(self) -> None:
-        self.hw = FakeHw()
-        self.clock = FakeClock()
-        self.loop = loop.Loop(self.hw, self.clock)
-        self.seq = 0
-        self.decoder = P.Decoder()
-
-    def step(self, ms: int = 1, times: int = 1) -> None:
-        for _ in range(times):
-            self.clock.ms += ms
-            self.loop.step()
-
-    def frames(self) -> list[tuple[int, int, bytes]]:
-        out = []
-        for frame, _ in self.hw.tx:
-            out += self.decoder.feed(frame)
-        self.hw.tx.clear()
-        return out
+class Pi(pi_side.Pi):
+    """The shared Pi side, with the checks a pytest run makes on every step."""
 
     def request(self, msg_type: int, payload: bytes = b"", seq: int | None = None) -> tuple[int, bytes]:
-        """Send one request, run one loop iteration, return the reply (type, payload)."""
-        if seq is None:
-            self.seq = (self.seq + 1) & 0xFF
-            seq = self.seq
-        self.frames()  # drop what came before
-        self.hw.rx += P.encode_frame(seq, msg_type, payload)
-        self.step()
-        replies = [(t, p) for s, t, p in self.frames() if s == seq and not P.MSG_EVENT_STATUS <= t < P.MSG_NACK]
-        assert len(replies) == 1, replies
-        return replies[0]
-
-    def status(self, payload: bytes) -> tuple[int, ...]:
-        return struct.unpack(P.STATUS_FORMAT, payload)
+        reply = super().request(msg_type, payload, -1 if seq is None else seq)
+        assert reply[0] is not None, "no reply"
+        return reply  # type: ignore[return-value]
 
     def open(self) -> None:
         assert self.request(P.MSG_HELLO, bytes([P.PROTOCOL_VERSION]))[0] == P.MSG_HELLO | P.REPLY_BIT
 
     def charging(self) -> None:
-        """Session open, PWM 16 A (26.7 %), EV in C, contactor allowed and closed."""
-        self.open()
-        self.request(P.MSG_SET_PILOT, struct.pack(P.SET_PILOT_FORMAT, P.PILOT_PWM, 267))
-        self.hw.ev = "C"
-        self.step()
-        assert self.request(P.MSG_SET_CONTACTOR, b"\x01")[0] == P.MSG_SET_CONTACTOR | P.REPLY_BIT
+        super().charging()
         assert self.hw.coil_on
 
 

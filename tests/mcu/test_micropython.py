@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 
 def test_the_firmware_runs_on_micropython_and_passes_its_checks() -> None:
-    out = run_micropython(HERE / "mpy_scenarios.py", [*FIRMWARE, HERE / "fake_hw.py"])
+    out = run_micropython(HERE / "mpy_scenarios.py", [*FIRMWARE, HERE / "fake_hw.py", HERE / "pi_side.py"])
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     *checks, summary = lines
     failed = [c for c in checks if not c["ok"]]
@@ -64,4 +64,6 @@ def test_a_firmware_file_that_breaks_on_micropython_is_reported(tmp_path: Path) 
     broken = tmp_path / "core.py"
     broken.write_text("from __future__ import annotations\n")  # MicroPython has no __future__ module
     with pytest.raises(Exception, match="__future__"):
-        run_micropython(HERE / "mpy_scenarios.py", [FIRMWARE[0], broken, FIRMWARE[2], HERE / "fake_hw.py"])
+        run_micropython(
+            HERE / "mpy_scenarios.py", [FIRMWARE[0], broken, FIRMWARE[2], HERE / "fake_hw.py", HERE / "pi_side.py"]
+        )
