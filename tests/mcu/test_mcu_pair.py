@@ -66,6 +66,11 @@ def test_the_driver_and_the_micropython_firmware_exchange_every_frame_type() -> 
                     assert (await McuProximity(link).read()).ampacity_a == 32  # READ_PP
                     mcu.plant("residual_ma", 8.0)  # earth leakage: the co-processor acts by itself
                     await until(lambda: mcu.query("coil") == "false", "the coil released")
+                    # Its STATUS push may still be on the way: wait for it, then read the input.
+                    await until(
+                        lambda: link.status is not None and bool(link.status.flags & ErrorFlag.RCD_TRIGGERED),
+                        "the trip reported",
+                    )
                     assert await rcm.tripped() is True
                     with pytest.raises(Exception, match="INTERLOCK"):
                         await contactor.close()
