@@ -45,7 +45,9 @@ class PeerCase:
     tls: bool = False
     pnc: bool = False
     discharge: bool = False
-    loops: int = 10
+    #: Charge loops the EV runs: enough that an AC contactor has closed even on a loaded machine (the
+    #: peer answers a loop in ~40 ms; the connector needs ~100 ms from state C to a proven close).
+    loops: int = 30
     transfer_mode: str | None = None  # -2/DIN requestedEnergyTransferMode, e.g. AC_three_phase_core
 
     def config(self) -> dict[str, object]:
