@@ -108,7 +108,7 @@ async def run_firmware(
         )
     hlc = None
     if secc is not None:
-        from firmware.iso15118.ac_port import manager_discharge, needs_provider
+        from firmware.iso15118.ac_port import manager_discharge, needs_provider, share_setpoint, soc_provider
         from firmware.iso15118.secc import Secc
 
         allowance = None
@@ -116,10 +116,15 @@ async def run_firmware(
             allowance = manager_discharge(energy_service.manager, settings.connector_id, clock)
         hlc, port = Secc.for_connector(secc, connector, discharge_allowance=allowance, on_event=_log_event)
         if energy_service is not None:
+            site_control = energy_service.controller
             # The EV's departure and energy request (ISO 15118) reach the manager unless the user set theirs.
-            energy_service.controller.needs = needs_provider(
-                {settings.connector_id: port}, user=energy_service.bridge.needs
-            )
+            site_control.needs = needs_provider({settings.connector_id: port}, user=energy_service.bridge.needs)
+            # V2G: the manager's signed share becomes the -20 charge loop's target (a negative one only while
+            # discharge is granted), the EV's SoC reaches its discharge floor, and a negative share bounds
+            # the current only while the session carries the sign (firmware/energy/site_controller.py).
+            port.set_setpoint(share_setpoint(site_control.setpoint, settings.connector_id))
+            site_control.soc = soc_provider({settings.connector_id: port})
+            site_control.bidirectional = lambda key: key == settings.connector_id and port.bidirectional
     control = ControlServer(
         connector,
         control_path,

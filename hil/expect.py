@@ -767,6 +767,78 @@ def _no_power_before(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
     return True, f"{closes} close(s) and {flows} power record(s) with current, all under PowerDelivery(Start)"
 
 
+# ------------------------------------------------------------------------------------------ V2G / V2B
+def _check_connectors(spec: CheckSpec) -> list[int]:
+    return list(spec.connectors) if spec.connectors else [spec.connector]
+
+
+def _discharged_wh(facts: RunFacts, src: str, lo: float, hi: float) -> float:
+    """The energy connector ``src`` gave back in the window: the negative part of its power records,
+    each held until the next (the rig writes a record at every change)."""
+    records = facts.of(src, "power")
+    wh = 0.0
+    for r, following in zip(records, [*records[1:], None], strict=True):
+        end = following["t"] if following is not None else max(r["t"], hi if math.isfinite(hi) else r["t"])
+        start, end = max(r["t"], lo), min(end, hi)
+        if end > start and r["W"] < 0:
+            wh += -r["W"] * (end - start) / 3600.0
+    return wh
+
+
+def _discharged(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    """The energy the listed connectors (``connectors``, else ``connector``) gave back in the window."""
+    lo, hi = _window(spec)
+    each = {n: _discharged_wh(facts, f"connector{n}", lo, hi) / 1000 for n in _check_connectors(spec)}
+    kwh = sum(each.values())
+    low = spec.min_kwh if spec.min_kwh is not None else 0.0
+    high = spec.max_kwh if spec.max_kwh is not None else math.inf
+    parts = ", ".join(f"{n}: {v:.3f}" for n, v in each.items())
+    return (
+        low - 1e-9 <= kwh <= high + 1e-9,
+        f"{kwh:.3f} kWh given back in t={lo:g}..{_kw_or(hi if math.isfinite(hi) else None, 'end')} ({parts}); "
+        f"expected {low:g}..{high:g}",
+    )
+
+
+def _ev_soc_never_below(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    """The EV's SoC never falls below ``soc`` in the window (its ``soc`` records: one at every change of
+    direction, so the lowest point of a discharge is among them)."""
+    lo, hi = _window(spec)
+    records = _in_force(facts.of(spec.ev or "", "soc"), lo, hi)
+    if not records:
+        return False, "no SoC recorded"
+    lowest = min(records, key=lambda r: r["soc"])
+    return (
+        lowest["soc"] >= (spec.soc or 0.0) - 1e-9,
+        f"lowest SoC {lowest['soc']:.4f} at t={max(lowest['t'], lo):.3f} (expected >= {spec.soc:g})",
+    )
+
+
+def _discharge_only_authorised(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    """The listed connectors give power back only while an ``authorise_discharge`` event is in force for
+    them (from the event until a ``withdraw_discharge``), with the manager's cycle as slack
+    (``tolerance_s``) after a withdrawal."""
+    violations: list[str] = []
+    given = 0
+    for n in _check_connectors(spec):
+        src = f"connector{n}"
+        allowed_since: float | None = None
+        withdrawn_at = -math.inf
+        for r in facts.records:
+            if r["ev"] == "action" and r.get("connector", 1) == n:
+                if r.get("action") == "authorise_discharge":
+                    allowed_since = r["t"]
+                elif r.get("action") == "withdraw_discharge":
+                    allowed_since, withdrawn_at = None, r["t"]
+            elif r["src"] == src and r["ev"] == "power" and float(r["W"]) < -POWER_FLOWING_W:
+                given += 1
+                if allowed_since is None and r["t"] - withdrawn_at > spec.tolerance_s + 1e-9:
+                    violations.append(f"connector {n}: {r['W']:g} W at t={r['t']:.3f}")
+    if violations:
+        return False, f"{len(violations)} discharge record(s) without authorisation: " + "; ".join(violations[:5])
+    return True, f"{given} discharge record(s), all under an authorisation"
+
+
 _CHECKS: dict[str, Callable[[CheckSpec, RunFacts], tuple[bool, str]]] = {
     "contactor_opens_within": _contactor_opens_within,
     "contactor_never_closed_without": _contactor_never_closed_without,
@@ -792,4 +864,7 @@ _CHECKS: dict[str, Callable[[CheckSpec, RunFacts], tuple[bool, str]]] = {
     "phase_switches": _phase_switches,
     "v2g_sequence": _v2g_sequence,
     "no_power_before": _no_power_before,
+    "discharged": _discharged,
+    "ev_soc_never_below": _ev_soc_never_below,
+    "discharge_only_authorised": _discharge_only_authorised,
 }

@@ -33,7 +33,14 @@ from firmware.energy.bounds import Bound
 from firmware.energy.der import DerController, DerOutput
 from firmware.energy.manager import SITE_EMS, ConnectorSpec, CycleResult, EnergyManager, EssConfig, SiteConfig
 from firmware.energy.site_controller import DER_PERIOD_S, SiteController
-from firmware.iso15118.ac_port import ConnectorAcPort, NeedsFn, manager_discharge, needs_provider
+from firmware.iso15118.ac_port import (
+    ConnectorAcPort,
+    NeedsFn,
+    manager_discharge,
+    needs_provider,
+    share_setpoint,
+    soc_provider,
+)
 from firmware.iso15118.config import SeccConfig
 from firmware.iso15118.secc import Secc
 from firmware.iso15118.session.iso20 import Iso20Config
@@ -379,6 +386,8 @@ class ScenarioRun:
             min_pause_s=spec.min_pause_s,
         )
         priority = {ev.connector: ev.priority for ev in self.scenario.evs}
+        # A connector whose EV is bidirectional (ISO 15118-20 AC_BPT) may discharge once authorised.
+        bidirectional = {ev.connector for ev in self.scenario.evs if ev.energy == "AC_BPT"}
         connectors = {}
         specs = {}
         for n, charger in self.chargers.items():
@@ -389,6 +398,7 @@ class ScenarioRun:
                 f"board{n}",
                 ratings.phases,
                 ratings.nominal_voltage_v,
+                bidirectional=n in bidirectional,
                 priority=priority.get(n, 0),
                 phase_switching=charger.config.phase_switch is not None,
             )
@@ -413,7 +423,23 @@ class ScenarioRun:
             grid=self._grid if self.der else None,
             der_period_s=der_period,
             on_der=self._on_der,
+            discharge_floor=self._discharge_floor,
+            soc=self._ev_soc if bidirectional else None,
+            bidirectional=self._carries_sign if bidirectional else None,
         )
+
+    def _discharge_floor(self, connector: int) -> float | None:
+        """The user's discharge floor (%) of the EV on ``connector`` (evs[].discharge_floor)."""
+        spec = next((ev for ev in self.scenario.evs if ev.connector == connector), None)
+        return spec.discharge_floor * 100 if spec is not None and spec.discharge_floor is not None else None
+
+    def _ev_soc(self, connector: int, now: float) -> float | None:
+        """The EV's SoC as its ISO 15118-20 session told the connector's AC port (None without one)."""
+        return soc_provider({n: c.port for n, c in self.hlc.items()})(connector, now)
+
+    def _carries_sign(self, connector: int) -> bool:
+        hlc = self.hlc.get(connector)
+        return hlc is not None and hlc.port.bidirectional
 
     def _der_controllers(self, spec: EnergyManagerSpec) -> dict[int, DerController]:
         """One DER controller per connector from ``site.energy_manager.der``; where the mapping has no
@@ -621,10 +647,13 @@ class ScenarioRun:
                 source=f"{self.scenario.name}: connector {n}",
             )
             discharge = manager_discharge(self.energy, n, self.clock) if self.energy is not None else None
+            controller = self.site_controller
+            setpoint = share_setpoint(controller.setpoint, n) if controller is not None else None
             port = TracedAcPort(
                 connector,
                 evse_id=config.evse_id,
                 discharge_allowance=discharge,
+                setpoint=setpoint,
                 on_power_delivery=self._power_delivery_sink(n),
             )
             secc = Secc(config, clock=connector.clock, connector=connector, ac_port=port, on_event=self._secc_sink(n))
@@ -904,7 +933,14 @@ class ScenarioRun:
                 assert self.backend is not None
                 # An OCPP exchange takes its own (virtual) time: it runs beside the scenario.
                 self._actions.append(asyncio.ensure_future(self.backend.act(event)))
-            case "ems_setpoint" | "demand_response" | "site_meter_outage" | "site_meter_restore":
+            case (
+                "ems_setpoint"
+                | "demand_response"
+                | "site_meter_outage"
+                | "site_meter_restore"
+                | "authorise_discharge"
+                | "withdraw_discharge"
+            ):
                 self._energy_act(event, clock_now)
 
     def _energy_act(self, event: EventSpec, clock_now: float) -> None:
@@ -932,6 +968,11 @@ class ScenarioRun:
                 self._site_meter_ok = False
             case "site_meter_restore":
                 self._site_meter_ok = True
+            case "authorise_discharge":
+                assert event.max_discharge_kw is not None
+                self.energy.authorise_discharge(event.connector, event.max_discharge_kw * 1000, source="scenario (V2B)")
+            case "withdraw_discharge":
+                self.energy.authorise_discharge(event.connector, None)
 
     def _fault(self, charger: SimulatedCharger, ev: AcEv | None, event: EventSpec, *, on: bool) -> None:
         plant = charger.plant

@@ -225,6 +225,9 @@ class EvSpec(_Model):
     #: how much energy it needs from the charger by then.
     departure: Duration | None = None
     energy_need_kwh: float | None = Field(default=None, gt=0)
+    #: The user's discharge floor (SoC, 0..1) for the energy manager: no V2G/V2B below it (R84, R135). For
+    #: an AC_BPT EV; the manager learns the SoC from its ISO 15118-20 session.
+    discharge_floor: float | None = Field(default=None, ge=0, le=1)
 
     @property
     def hlc(self) -> bool:
@@ -239,7 +242,7 @@ class EvSpec(_Model):
     @model_validator(mode="after")
     def _hlc(self) -> EvSpec:
         if not self.hlc:
-            for name in ("energy", "control_mode"):
+            for name in ("energy", "control_mode", "discharge_floor"):
                 if getattr(self, name) is not None:
                     raise ValueError(f"{name} is for an ISO 15118 EV: give protocol iso2 or iso20 as well")
             return self
@@ -253,6 +256,8 @@ class EvSpec(_Model):
                 f"energy {self.energy}: the rig's ISO 15118 EVs charge on AC boards (the SECC's DC port over a "
                 "converter is not wired in the rig): use AC or AC_BPT"
             )
+        if self.discharge_floor is not None and self.energy != "AC_BPT":
+            raise ValueError("discharge_floor is for a bidirectional EV: give protocol iso20 and energy AC_BPT")
         if self.energy == "AC_BPT" and self.protocol != "iso20":
             raise ValueError("energy AC_BPT (bidirectional) needs protocol iso20: ISO 15118-2 AC charges only here")
         if self.control_mode is not None and self.protocol != "iso20":
@@ -296,7 +301,16 @@ FaultName = Literal[
 #: The injectable faults (docs/hil-formats.md), derived from the type so the two cannot drift apart.
 FAULTS: tuple[str, ...] = get_args(FaultName)
 #: The events and checks that need the site energy manager (site.energy_manager).
-ENERGY_ACTIONS = frozenset({"ems_setpoint", "demand_response", "site_meter_outage", "site_meter_restore"})
+ENERGY_ACTIONS = frozenset(
+    {
+        "ems_setpoint",
+        "demand_response",
+        "site_meter_outage",
+        "site_meter_restore",
+        "authorise_discharge",
+        "withdraw_discharge",
+    }
+)
 ENERGY_CHECKS = frozenset({"energy_fallback", "ess_soc_at_least", "ess_discharged", "demand_response_met"})
 #: The checks that read an ISO 15118 session (the SECC's ``v2g`` and ``hlc`` records).
 HLC_CHECKS = frozenset({"v2g_sequence", "no_power_before"})
@@ -328,6 +342,8 @@ class EventSpec(_Model):
         "demand_response",
         "site_meter_outage",
         "site_meter_restore",
+        "authorise_discharge",
+        "withdraw_discharge",
     ]
     connector: int = Field(default=1, ge=1)
     ev: str | None = None
@@ -347,6 +363,8 @@ class EventSpec(_Model):
     import_max_kw: float | None = Field(default=None, ge=0)  # ems_setpoint: the site import allowed
     valid: Duration | None = None  # ems_setpoint: how long the setpoint holds
     reduce_kw: float | None = Field(default=None, gt=0)  # demand_response: by how much
+    #: authorise_discharge: the most the connector may give back (the site EMS / BEMS opts the EV in, R136).
+    max_discharge_kw: float | None = Field(default=None, ge=0)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -365,6 +383,7 @@ class EventSpec(_Model):
             "csms_call": ("call", "payload"),
             "ems_setpoint": ("import_max_kw", "valid"),
             "demand_response": ("reduce_kw", "for_"),
+            "authorise_discharge": ("max_discharge_kw",),
         }
         missing = [name for name in needs.get(self.action, ()) if getattr(self, name) is None]
         if missing:
@@ -410,6 +429,9 @@ class CheckSpec(_Model):
         "phase_switches",
         "v2g_sequence",
         "no_power_before",
+        "discharged",
+        "ev_soc_never_below",
+        "discharge_only_authorised",
     ]
     after: Literal["unplug", "ev_stop", "fault", "pause"] | None = None
     within_ms: float | None = Field(default=None, gt=0)
@@ -466,6 +488,8 @@ class CheckSpec(_Model):
             "offer_stopped_within": ("within_s", "connectors"),
             "phase_switches": ("sequence",),
             "v2g_sequence": ("messages",),
+            "discharged": ("min_kwh",),
+            "ev_soc_never_below": ("ev", "soc"),
         }
         missing = [name for name in needs.get(self.check, ()) if getattr(self, name) is None]
         if missing:
@@ -537,6 +561,14 @@ class Scenario(_Model):
         for i, ev in enumerate(self.evs):
             if ev.departure is not None and manager is None:
                 raise ValueError(f"evs[{i}]: a departure and energy need are for site.energy_manager")
+            if ev.discharge_floor is not None and manager is None:
+                raise ValueError(f"evs[{i}]: a discharge_floor is for site.energy_manager (it holds it)")
+        bidirectional = {ev.connector for ev in self.evs if ev.energy == "AC_BPT"}
+        for i, event in enumerate(self.events):
+            if event.action in ("authorise_discharge", "withdraw_discharge") and event.connector not in bidirectional:
+                raise ValueError(
+                    f"events[{i}]: {event.action} on connector {event.connector}: put an EV with energy AC_BPT there"
+                )
         for i, check in enumerate(self.expect):
             if check.check in ENERGY_CHECKS and manager is None:
                 raise ValueError(f"expect[{i}]: check {check.check!r} needs site.energy_manager")

@@ -21,8 +21,15 @@ AC session asks of the charger, answered from the connector's own state.
   deadline), see :func:`needs_provider`.
 * **PowerDelivery** is ``Connector.hlc_power``: with HLC the contactor closes in C only after Start and
   opens after Stop; the session's end always switches it off.
-* **Charge loop**: the measured power (``Connector.last_meter``) and the target from the limit chain;
-  **meter**: the last reading with the meter's serial number as MeterID when its driver reads one.
+* **Charge loop**: the measured power (``Connector.last_meter``) and the target from the limit chain.
+  With a ``setpoint`` hook (the energy manager's signed share of this connector, see
+  :func:`share_setpoint`) the target is that share: a negative one (discharge, ISO 15118-20 AC_BPT) only
+  while the ``discharge_allowance`` hook grants discharge, and never beyond it; no hook, no grant, no
+  fresh share: never a negative target (default deny). The session clamps it once more to the grant.
+* **The EV's state of charge** (-20 DisplayParameters PresentSOC) is kept with the time it was said
+  (:meth:`ConnectorAcPort.ev_soc`); :meth:`ConnectorAcPort.soc_pct` gives it to the energy manager only
+  while it is fresher than :data:`SOC_STALE_S` (a floor with an unknown SoC: no discharge).
+* **Meter**: the last reading with the meter's serial number as MeterID when its driver reads one.
 * **Plug & Charge**: :class:`ConnectorPnc` authorises the connector with the eMAID of a contract the
   backend accepted.
 * **Status**: StopCharging while a STOP or EMERGENCY fault is active, or once the authorisation is gone;
@@ -72,8 +79,13 @@ RENEGOTIATE_EVERY_S = 10.0
 #: A difference between the EV's schedule and the chain now that is worth a renegotiation: 1 A at 230 V,
 #: above the offers' rounding and the meter's accuracy (a design choice).
 RENEGOTIATE_DELTA_W = 230.0
+#: The EV's state of charge is used for this long after it said it (a design choice): the -20 charge loop
+#: repeats it at every step (EVCC loops run every 0.25 to 1 s), so an older one means the loop stalled,
+#: and the discharge floor must not be judged on it.
+SOC_STALE_S = 5.0
 
 NeedsFn = Callable[[int, float], tuple[float, float | None]]
+SocFn = Callable[[int, float], float | None]
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,10 @@ class _Needs:
     params: EvAcParameters
     at: float  # connector clock
     import_wh: float  # the meter's import total then
+
+
+class AcPortError(ValueError):
+    """A value from the EV's session that the port cannot take (it names the connector and the value)."""
 
 
 class ConnectorAcPort:
@@ -95,11 +111,14 @@ class ConnectorAcPort:
         *,
         evse_id: str,
         discharge_allowance: Callable[[], float] | None = None,
+        setpoint: Callable[[], float | None] | None = None,
         meter_id: str | None = None,
     ) -> None:
         self.connector = connector
         self._evse_id = evse_id
         self._discharge = discharge_allowance
+        self._setpoint = setpoint
+        self._soc: tuple[float, float] | None = None  # (SoC %, connector clock when the EV said it)
         self._meter_id = meter_id
         self._seen_authorised = False  # the connector was authorised during this session
         self._rejected = False
@@ -222,6 +241,42 @@ class ConnectorAcPort:
             params.max_current_a,
         )
 
+    def set_setpoint(self, setpoint: Callable[[], float | None] | None) -> None:
+        """Wire (or unwire, None) the energy manager's signed share after the port was built (the SECC
+        builds the port before the site controller is known to it)."""
+        self._setpoint = setpoint
+
+    def ev_soc(self, soc_pct: float) -> None:
+        """The EV's present state of charge (ISO 15118-20 DisplayParameters PresentSOC, 0..100 %).
+
+        Raises :class:`AcPortError` for a value that is no percentage; the SoC kept before is dropped
+        then, so that a bad report never leaves an old SoC in force."""
+        try:
+            value = float(soc_pct)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not (math.isfinite(value) and 0.0 <= value <= 100.0):
+            self._soc = None
+            raise AcPortError(f"connector {self._connector_id}: EV state of charge {soc_pct!r} is not 0..100 %")
+        self._soc = (value, self._now())
+
+    def soc_pct(self, now: float) -> float | None:
+        """The EV's state of charge for the energy manager: None when it never said it, left, its session
+        ended, or its last report is older than :data:`SOC_STALE_S` (stale data = unknown = no discharge)."""
+        soc = self._soc
+        if soc is None or not 0.0 <= now - soc[1] <= SOC_STALE_S:
+            return None
+        return soc[0]
+
+    @property
+    def bidirectional(self) -> bool:
+        """Whether a signed setpoint reaches the EV now: its session is bidirectional (-20 BPT: it said its
+        discharge limits), a setpoint hook is wired and discharge is granted. The site controller bounds
+        the connector's current by the magnitude of a negative share only then."""
+        ev = self._needs.params if self._needs is not None else None
+        bpt = ev is not None and ev.max_discharge_power_w is not None
+        return bpt and self._setpoint is not None and self._discharge_w() > 0
+
     @property
     def ev(self) -> EvAcParameters | None:
         """What the EV said last (limits and needs), None before it said anything."""
@@ -253,7 +308,7 @@ class ConnectorAcPort:
         reading = self.connector.last_meter
         present = reading.total_power_w if reading is not None else 0.0
         currents = tuple(reading.current_a) if reading is not None else ()
-        target = 0.0 if self.status().notification is Notification.STOP else self._power_at(self._now())
+        target = 0.0 if self.status().notification is Notification.STOP else self._target_w(self._now())
         return AcSetpoint(target_power_w=target, present_power_w=present, present_current_a=currents)
 
     def meter(self) -> MeterInfo | None:
@@ -267,6 +322,7 @@ class ConnectorAcPort:
         self.connector.hlc_power(False)
         self._seen_authorised = False
         self._offer = None
+        self._soc = None
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -285,6 +341,34 @@ class ConnectorAcPort:
         ratings = self.connector.hal.config.ratings
         watts = self._allowed_a(at) * ratings.nominal_voltage_v * self.connector.phases_active
         return watts if ratings.max_power_w is None else min(watts, ratings.max_power_w)
+
+    def _target_w(self, now: float) -> float:
+        """The charge loop's target: the limit chain's power, or the energy manager's signed share when a
+        setpoint hook gives a fresh one; a negative share only within the discharge grant (default deny)."""
+        charge = self._power_at(now)
+        share = self._setpoint_w()
+        if share is None:
+            return charge
+        if share >= 0:
+            return min(share, charge)
+        granted = self._discharge_w()
+        return max(share, -granted) if granted > 0 else 0.0
+
+    def _setpoint_w(self) -> float | None:
+        if self._setpoint is None:
+            return None
+        try:
+            value = self._setpoint()
+        except Exception:  # a failing hook gives no setpoint: the chain's charge-only target
+            log.exception("connector %d: the setpoint hook failed", self._connector_id)
+            return None
+        if value is None:
+            return None
+        try:
+            watts = float(value)
+        except (TypeError, ValueError):
+            return None
+        return watts if math.isfinite(watts) else None
 
     def _discharge_w(self) -> float:
         if self._discharge is None:
@@ -313,7 +397,7 @@ class ConnectorAcPort:
         self._pilot = state
         if left:  # the EV left: what it said and what the backend said about it go with it
             self._needs, self._rejected, self._seen_authorised = None, False, False
-            self._offer = None
+            self._offer, self._soc = None, None
 
 
 class ConnectorPnc:
@@ -356,6 +440,27 @@ def needs_provider(ports: Mapping[int, ConnectorAcPort], user: NeedsFn | None = 
         return port.needs(now) if port is not None else (0.0, None)
 
     return needs
+
+
+def soc_provider(ports: Mapping[int, ConnectorAcPort]) -> SocFn:
+    """The ``soc`` callable of the site controller: each connector's EV state of charge from its ISO 15118
+    session (None without a port, or when the port has no fresh one)."""
+
+    def soc(connector: int, now: float) -> float | None:
+        port = ports.get(connector)
+        return port.soc_pct(now) if port is not None else None
+
+    return soc
+
+
+def share_setpoint(shares: Callable[[int], float | None], connector: int) -> Callable[[], float | None]:
+    """A setpoint hook for :class:`ConnectorAcPort`: ``shares`` is the site controller's
+    ``SiteController.setpoint`` (the signed share of a connector while it is in force, else None)."""
+
+    def setpoint() -> float | None:
+        return shares(connector)
+
+    return setpoint
 
 
 def manager_discharge(manager: EnergyManager, connector: int, clock: Clock) -> Callable[[], float]:

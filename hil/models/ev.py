@@ -395,7 +395,9 @@ class AcEv:
         self._soc = min(1.0, self._soc + wh / capacity_wh)
 
     def _set_current(self, amps: float) -> None:
-        if (amps > 0.0) != (self._drawing_a > 0.0):
+        # A ``soc`` record whenever the direction changes (charging, idle, discharging: a V2G EV's lowest
+        # SoC is where its discharge stops, which the floor checks read).
+        if (amps > 0.0) != (self._drawing_a > 0.0) or (amps < 0.0) != (self._drawing_a < 0.0):
             self._dirty = True
         self._drawing_a = amps
         plant = self.plant

@@ -243,6 +243,7 @@ class AcPlant:
     loops: int = 0
     calls: list[str] = field(default_factory=list)
     presents: list[float | None] = field(default_factory=list)
+    socs: list[int] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
 
     @property
@@ -284,6 +285,9 @@ class AcPlant:
 
     def notice(self) -> None:
         return None
+
+    def ev_soc(self, soc_pct: int) -> None:
+        self.socs.append(soc_pct)
 
     def session_stopped(self, reason: str) -> None:
         self.stopped.append(reason)

@@ -219,8 +219,10 @@ def _phases_never_switched(mp: pytest.MonkeyPatch) -> None:
 
 def _hlc_limits_ignored(mp: pytest.MonkeyPatch) -> None:
     """The SECC's AC port offers the board's rating to ISO 15118 EVs instead of the connector's limit chain
-    (the energy manager's share never reaches EVSEMaxCurrent / EVSETargetActivePower)."""
+    (the energy manager's share never reaches EVSEMaxCurrent / EVSETargetActivePower, neither through the
+    chain nor through the signed setpoint hook)."""
     mp.setattr(ConnectorAcPort, "_allowed_a", lambda self, at: self.connector.hal.config.ratings.max_current_a)
+    mp.setattr(ConnectorAcPort, "_setpoint_w", lambda self: None)
 
 
 def _coprocessor_ignores_the_rcd(mp: pytest.MonkeyPatch) -> None:
@@ -232,6 +234,17 @@ def _coprocessor_ignores_the_rcd(mp: pytest.MonkeyPatch) -> None:
             self._selftest_step(now)
 
     mp.setattr(board.mcu.core.Coprocessor, "_rcd", rcd)
+
+
+def _discharge_never_authorised(mp: pytest.MonkeyPatch) -> None:
+    """The energy manager ignores every discharge authorisation (the BEMS's V2B opt-in never lands): the
+    EVs are only paused at the peak and the site goes above its grid limit."""
+    real = EnergyManager.authorise_discharge
+
+    def withdrawn(self: EnergyManager, key: int, max_discharge_w: float | None, *, source: str = "") -> None:
+        real(self, key, None)
+
+    mp.setattr(EnergyManager, "authorise_discharge", withdrawn)
 
 
 BREAKAGES: dict[str, Breakage] = {
@@ -259,6 +272,7 @@ BREAKAGES: dict[str, Breakage] = {
     "home-phase-switching": _phases_never_switched,
     "iso15118-ac-session": _hlc_limits_ignored,
     "mcu-coprocessor-rcd": _coprocessor_ignores_the_rcd,
+    "hotel-v2b-peak-shaving": _discharge_never_authorised,
 }
 
 

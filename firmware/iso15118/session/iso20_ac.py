@@ -40,6 +40,7 @@ from firmware.iso15118.session.iso20 import (
     dynamic_loop_needs,
     finite,
     loop_head,
+    maybe_int,
     maybe_rational,
     need_bool,
     need_rational,
@@ -68,6 +69,11 @@ class Iso20AcPort(AcEvsePort, Protocol):
     status (RCD trip and StopCharging become Terminate, ReNegotiation ScheduleRenegotiation)."""
 
     def notice(self) -> Notice | None: ...
+
+    def ev_soc(self, soc_pct: int) -> None:
+        """The EV's present state of charge from the charge loop (DisplayParameters PresentSOC, 0..100):
+        the energy manager needs it for the discharge floor (no SoC, no discharge below a floor)."""
+        ...
 
 
 log = logging.getLogger(__name__)
@@ -210,6 +216,9 @@ class AcPart:
         if not isinstance(mode, dict):  # another control mode or service than selected (libiso15118: FAILED)
             return Reply("FAILED", {})
         requested = need_bool(body, "MeterInfoRequested")
+        soc = maybe_int(body.get("DisplayParameters"), "PresentSOC", 0, 100)
+        if soc is not None:
+            self.port.ev_soc(soc)
         present = _total(mode, "EVPresentActivePower")
         ev_max = _total_opt(mode, "EVMaximumChargePower")
         ev_max_discharge = _total_opt(mode, "EVMaximumDischargePower") if selection.bpt else None

@@ -20,9 +20,13 @@ from firmware.energy.manager import ConnectorSpec, EnergyManager, SiteConfig
 from firmware.iso15118.ac_port import (
     RENEGOTIATE_EVERY_S,
     SCHEDULE_DURATION_S,
+    SOC_STALE_S,
+    AcPortError,
     ConnectorAcPort,
     manager_discharge,
     needs_provider,
+    share_setpoint,
+    soc_provider,
 )
 from firmware.iso15118.session.port import Authorisation, Notification
 from firmware.iso15118.session.port_ac import EvAcParameters, PowerEntry, PriceEntry
@@ -374,3 +378,113 @@ def test_a_renewed_limit_makes_the_evs_schedule_stale_and_asks_for_renegotiation
         assert port.status().notification is Notification.NONE
 
     run(tmp_path, body, free=True, settings_=ConnectorSettings(free_charging=True, fallback_a=6.0))
+
+
+# ------------------------------------------------------------------------------------------ signed setpoints (V2B)
+def _raises() -> float | None:
+    raise RuntimeError("manager gone")
+
+
+CHAIN_W = 32 * V * PHASES  # sim-ac, no other limit: the chain's charge power
+
+
+@pytest.mark.parametrize(
+    ("setpoint", "grant", "expected"),
+    [
+        pytest.param(None, 0.0, CHAIN_W, id="no-hook"),
+        pytest.param(lambda: None, 8_000.0, CHAIN_W, id="no-share-yet"),
+        pytest.param(lambda: 5_000.0, 0.0, 5_000.0, id="charge-share"),
+        pytest.param(lambda: 50_000.0, 0.0, CHAIN_W, id="charge-share-above-chain"),
+        pytest.param(lambda: -5_000.0, 0.0, 0.0, id="discharge-not-granted"),
+        pytest.param(lambda: -5_000.0, 3_000.0, -3_000.0, id="discharge-beyond-grant"),
+        pytest.param(lambda: -5_000.0, 8_000.0, -5_000.0, id="discharge-within-grant"),
+        pytest.param(lambda: math.nan, 8_000.0, CHAIN_W, id="nan"),
+        pytest.param(_raises, 8_000.0, CHAIN_W, id="hook-raises"),
+    ],
+)
+def test_the_charge_loop_target_is_the_managers_signed_share_within_the_grant(
+    tmp_path: Path, setpoint: Callable[[], float | None] | None, grant: float, expected: float
+) -> None:
+    async def body(rig: Rig, port: ConnectorAcPort) -> None:
+        await charge(rig, amps=16.0)
+        assert port.charge_loop(None).target_power_w == pytest.approx(expected)
+
+    run(tmp_path, body, free=True, setpoint=setpoint, discharge_allowance=lambda: grant)
+
+
+@settings(max_examples=25, deadline=None)
+@given(share=st.floats(allow_nan=True, allow_infinity=True), grant=st.floats(-1e5, 1e5))
+def test_the_target_never_leaves_grant_and_chain(share: float, grant: float) -> None:
+    async def main() -> None:
+        stub: Any = _StubConnector()
+        port = ConnectorAcPort(stub, evse_id=EVSE_ID, setpoint=lambda: share, discharge_allowance=lambda: grant)
+        target = port.charge_loop(None).target_power_w
+        assert target is not None and -max(0.0, grant) - 1e-9 <= target <= CHAIN_W + 1e-9
+
+    asyncio.run(main())
+
+
+class _StubConnector:
+    """Just what ConnectorAcPort's charge loop reads: a clock, ratings, a limit chain at 32 A, no meter
+    reading, no fault, authorised (a real connector per example would make the property test slow)."""
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        self.clock = VirtualClock()
+        ratings = SimpleNamespace(max_current_a=32.0, nominal_voltage_v=V, max_power_w=None)
+        self.hal = SimpleNamespace(config=SimpleNamespace(ratings=ratings))
+        self.limits = SimpleNamespace(effective=lambda at: SimpleNamespace(current_a=32.0, chain=()))
+        self.phases_active = PHASES
+        self.settings = SimpleNamespace(connector_id=1, tariff=None)
+        self.debouncer = SimpleNamespace(state=None)
+        self.last_meter = None
+        self.supervisor = SimpleNamespace(active=set())
+        self.machine = SimpleNamespace(inputs=SimpleNamespace(authorized=True, hlc_power=False))
+
+    def add_listener(self, listener: Any) -> None:
+        pass
+
+
+def test_the_evs_soc_is_fresh_or_unknown(tmp_path: Path) -> None:
+    async def body(rig: Rig, port: ConnectorAcPort) -> None:
+        now = rig.connector.clock.monotonic
+        assert port.soc_pct(now()) is None  # never said
+        port.ev_soc(55)
+        assert port.soc_pct(now()) == 55.0
+        assert soc_provider({1: port})(1, now()) == 55.0
+        assert soc_provider({1: port})(2, now()) is None  # no port there
+        await rig.advance(SOC_STALE_S + 0.5)
+        assert port.soc_pct(now()) is None  # the loop stalled: unknown, so no discharge below a floor
+        port.ev_soc(60)
+        for bad in (101, -1, math.nan, "full", None):
+            with pytest.raises(AcPortError, match="state of charge"):
+                port.ev_soc(bad)  # type: ignore[arg-type]
+            assert port.soc_pct(now()) is None  # a bad report drops the old one
+        port.ev_soc(61)
+        port.session_stopped("SessionStop")
+        assert port.soc_pct(now()) is None
+
+    run(tmp_path, body, free=True)
+
+
+def test_the_port_carries_a_sign_only_in_a_bpt_session_with_a_grant(tmp_path: Path) -> None:
+    grant = [0.0]
+
+    async def body(rig: Rig, port: ConnectorAcPort) -> None:
+        assert not port.bidirectional  # no session
+        port.ev_parameters(EvAcParameters(max_power_w=11_000.0))
+        assert not port.bidirectional  # AC only: no discharge limits said
+        port.ev_parameters(EvAcParameters(max_power_w=11_000.0, max_discharge_power_w=11_000.0))
+        assert not port.bidirectional  # BPT, but nothing granted
+        grant[0] = 5_000.0
+        assert port.bidirectional
+
+    run(tmp_path, body, free=True, setpoint=lambda: -1_000.0, discharge_allowance=lambda: grant[0])
+
+
+def test_share_setpoint_reads_the_controllers_share() -> None:
+    shares = {1: -4_000.0}
+    hook = share_setpoint(shares.get, 1)
+    assert hook() == -4_000.0
+    assert share_setpoint(shares.get, 2)() is None

@@ -114,6 +114,7 @@ class AcModel:
     started: bool = False
     calls: list[str] = field(default_factory=list)
     ev: list[EvAcParameters] = field(default_factory=list)
+    socs: list[int] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
 
     @property
@@ -155,6 +156,9 @@ class AcModel:
 
     def notice(self) -> Notice | None:
         return self.notice_now
+
+    def ev_soc(self, soc_pct: int) -> None:
+        self.socs.append(soc_pct)
 
 
 @dataclass
