@@ -14,21 +14,15 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import sys
 import time
 
 from firmware.energy.manager import ConnectorInput, ConnectorSpec, EnergyManager, SiteConfig
 from firmware.limits import Limit, LimitSet
+from tools.bench.stats import median_p99_ms
 
 GOAL_MS = 10.0
 SIZES = (1, 100, 1000)
-
-
-def _stats(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return statistics.median(ordered) * 1000, p99 * 1000
 
 
 def bench_manager(n: int, cycles: int, rng: random.Random) -> list[float]:
@@ -79,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'connectors':>10} {'cycle median ms':>16} {'p99 ms':>9} {'per-connector LimitSet ms':>26} {'ratio':>7}")
     worst = 0.0
     for n in SIZES:
-        ours = _stats(bench_manager(n, args.cycles, rng))
-        ref = _stats(bench_reference(n, args.cycles, rng))
+        ours = median_p99_ms(bench_manager(n, args.cycles, rng))
+        ref = median_p99_ms(bench_reference(n, args.cycles, rng))
         print(f"{n:>10} {ours[0]:>16.3f} {ours[1]:>9.3f} {ref[0]:>26.3f} {ours[0] / ref[0]:>7.1f}")
         if n == SIZES[-1]:
             worst = ours[1]

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from firmware.iso15118.exi import codec
+from tools.bench.stats import median_p99_ms
 
 GOLDEN = Path(__file__).resolve().parents[2] / "tests" / "firmware" / "iso15118" / "golden_exi.json"
 MESSAGES = (
@@ -67,12 +67,6 @@ def _cases() -> list[tuple[str, str, dict[str, Any]]]:
     return cases
 
 
-def _stats(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return statistics.median(ordered) * 1000, p99 * 1000
-
-
 def _time(fn: Any, n: int) -> list[float]:
     out = []
     for _ in range(n):
@@ -103,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             mine = _time(lambda ours=ours, tree=tree: ours.decode(ours.encode(tree)), args.n)
             oracle.decode(namespace, oracle.encode(namespace, tree))
             jvm = _time(lambda ns=namespace, tree=tree: oracle.decode(ns, oracle.encode(ns, tree)), args.n_jvm)
-            rows.append((_protocol(namespace), name, len(data), _stats(mine), _stats(jvm)))
+            rows.append((_protocol(namespace), name, len(data), median_p99_ms(mine), median_p99_ms(jvm)))
     head = ("protocol", "message", "bytes", "ours med", "ours p99", "JVM med", "JVM p99", "speed-up")
     print("{:<12} {:<24} {:>5}  {:>9} {:>9}  {:>9} {:>9}  {:>8}".format(*head))
     worst_speedup, worst_p99 = float("inf"), 0.0

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import threading
 import time
 import tty
@@ -32,12 +31,7 @@ from hal.sim.coprocessor import CoprocessorSim
 from hal.sim.infy_module import InfyModuleSim
 from hal.sim.plant import Plant
 from hal.types import ConverterCapabilities
-
-
-def _stats(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return statistics.median(ordered) * 1000, p99 * 1000
+from tools.bench.stats import median_p99_ms
 
 
 async def bench_mcu(n: int) -> list[float]:
@@ -156,8 +150,8 @@ def main() -> None:
         f"{'link':<30} {'median ms':>10} {'p99 ms':>9}   {'reference':<20} {'median ms':>10} {'p99 ms':>9} {'ratio':>7}"
     )
     for name, ours, ref_name, ref in rows:
-        om, op = _stats(ours)
-        rm, rp = _stats(ref)
+        om, op = median_p99_ms(ours)
+        rm, rp = median_p99_ms(ref)
         print(f"{name:<30} {om:>10.3f} {op:>9.3f}   {ref_name:<20} {rm:>10.3f} {rp:>9.3f} {om / rm:>6.1f}x")
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import tempfile
 import time
@@ -38,17 +37,12 @@ from hal.clock import RealClock
 from hal.drivers.sdm630 import Sdm630Meter, Sdm630Settings
 from hal.sim.plant import Plant
 from hal.sim.sdm630 import Sdm630Sim, with_crc
+from tools.bench.stats import median_p99_ms
 
 #: The driver's two requests (function 04: 0x0000 x 18 registers, 0x0046 x 6) and their answer sizes:
 #: address, function, byte count, data, CRC.
 REQUESTS = ((bytes([1, 4, 0x00, 0x00, 0x00, 18]), 5 + 36), (bytes([1, 4, 0x00, 0x46, 0x00, 6]), 5 + 12))
 GOAL_P99_MS = 100.0
-
-
-def _stats(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return statistics.median(ordered) * 1000, p99 * 1000
 
 
 async def bench_meter(n: int) -> list[float]:
@@ -138,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{'what':38} {'median ms':>10} {'p99 ms':>9}   {'reference':30} {'median ms':>10} {'p99 ms':>9} {'ratio':>6}"
     )
     for name, ours, ref_name, ref in rows:
-        om, op = _stats(ours)
-        rm, rp = _stats(ref)
+        om, op = median_p99_ms(ours)
+        rm, rp = median_p99_ms(ref)
         print(f"{name:38} {om:10.3f} {op:9.3f}   {ref_name:30} {rm:10.3f} {rp:9.3f} {om / rm:6.2f}")
-    p99 = _stats(meter)[1]
+    p99 = median_p99_ms(meter)[1]
     verdict = "met" if p99 < GOAL_P99_MS else "MISSED"
     print(f"\ngoal: a meter reading's p99 under {GOAL_P99_MS:.0f} ms (1 s meter period): {p99:.1f} ms, {verdict}")
     return 0 if p99 < GOAL_P99_MS else 1

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,6 +62,7 @@ from firmware.simulation import SimulatedCharger
 from hal.clock import RealClock
 from hil.models.evcc import Evcc, EvccHooks, EvccResult, Exchange
 from hil.models.evcc_config import RESPONSE_TIMEOUTS_S, EvccConfig, EvSpec, Timeouts
+from tools.bench.stats import median_p99_ms
 
 ROOT = Path(__file__).resolve().parents[2]
 GOAL_P99_MS = 5.0
@@ -209,11 +209,6 @@ class BenchDcPort:
 
 
 # ----------------------------------------------------------------------------------------- the EV
-def _stats(samples: list[float]) -> tuple[float, float]:
-    """(median, p99) in ms of samples in seconds."""
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return statistics.median(ordered) * 1000, p99 * 1000
 
 
 def _ev_config(case: Case, *, loop_timeout_s: float | None = None) -> EvccConfig:
@@ -447,14 +442,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{case.label:<9} {case.request:<18} FAILED: {len(inside)} answers timed, {len(trips)} round trips")
             failed = True
             continue
-        (s_med, s_p99), (r_med, r_p99) = _stats(inside), _stats(trips)
+        (s_med, s_p99), (r_med, r_p99) = median_p99_ms(inside), median_p99_ms(trips)
         worst = max(worst, s_p99)
         ref = ("", "n/a", "n/a", "n/a")
         note = "  (reference not run: --no-reference)" if args.no_reference else ""
         if not args.no_reference:
             try:
                 ref_trips = reference(case, args.n_ref)
-                f_med, f_p99 = _stats(ref_trips)
+                f_med, f_p99 = median_p99_ms(ref_trips)
                 ref = (str(len(ref_trips)), f"{f_med:.2f}", f"{f_p99:.2f}", f"{f_med / r_med:.0f}x")
                 late = sum(t > case.standard_timeout_s for t in ref_trips)
                 if late:
