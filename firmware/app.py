@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -30,6 +31,7 @@ from hal.interfaces import IdReader
 if TYPE_CHECKING:
     from firmware.energy.config import EnergyConfig
     from firmware.iso15118.config import SeccConfig
+    from firmware.j3072.config import J3072Config
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ async def run_firmware(
     data_dir: Path | None = None,
     energy: EnergyConfig | None = None,
     secc: SeccConfig | None = None,
+    j3072: J3072Config | None = None,
 ) -> None:
     journal_path.parent.mkdir(parents=True, exist_ok=True)
     journal, recovered = Journal.open_or_recover(journal_path)
@@ -103,8 +106,15 @@ async def run_firmware(
         from firmware.energy.service import EnergyService
 
         station_id = uplink.station_id if uplink is not None else cfg.board.name
+        # A J3072 connector discharges through the PEV's onboard inverter: bidirectional in the manager.
+        j3072_connectors = frozenset({j3072.connector}) if j3072 is not None else frozenset()
         energy_service = EnergyService.build(
-            energy, cfg, {settings.connector_id: connector}, clock=clock, station_id=station_id
+            energy,
+            cfg,
+            {settings.connector_id: connector},
+            clock=clock,
+            station_id=station_id,
+            bidirectional=j3072_connectors,
         )
     hlc = None
     if secc is not None:
@@ -125,6 +135,24 @@ async def run_firmware(
             port.set_setpoint(share_setpoint(site_control.setpoint, settings.connector_id))
             site_control.soc = soc_provider({settings.connector_id: port})
             site_control.bidirectional = lambda key: key == settings.connector_id and port.bidirectional
+    j3072_service = None
+    if j3072 is not None:
+        if j3072.connector != settings.connector_id:
+            raise ValueError(f"the J3072 configuration is for connector {j3072.connector}, not {settings.connector_id}")
+        from firmware.j3072.service import J3072Service
+
+        j3072_service = J3072Service.build(
+            j3072,
+            monotonic=clock.monotonic,
+            wall_clock=time.time,
+            journal=journal,
+            manager=energy_service.manager if energy_service is not None else None,
+            controller=energy_service.controller if energy_service is not None else None,
+            evse_id=cfg.board.name,
+        )
+        connector.add_listener(j3072_service.on_connector_event)
+        if station is not None and uplink is not None:
+            j3072_service.attach_station(uplink.version, station.enqueue)
     control = ControlServer(
         connector,
         control_path,
@@ -145,6 +173,8 @@ async def run_firmware(
             await energy_service.start()
         if hlc is not None:
             await hlc.start()
+        if j3072_service is not None:
+            await j3072_service.start()
         await control.start()
         if hal.id_reader is not None and cfg.rfid is not None:
             if cfg.rfid.connector == settings.connector_id:
@@ -164,6 +194,8 @@ async def run_firmware(
             with contextlib.suppress(asyncio.CancelledError):
                 await reader_task
         await control.stop()
+        if j3072_service is not None:
+            await j3072_service.stop()
         if hlc is not None:
             await hlc.stop()
         if energy_service is not None:

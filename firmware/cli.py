@@ -157,6 +157,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except SeccConfigError as exc:
             print(f"evse run: {exc}", file=sys.stderr)
             return 2
+    j3072 = None
+    if args.j3072:
+        from firmware.j3072.config import J3072ConfigError, load_j3072_config
+
+        try:
+            j3072 = load_j3072_config(Path(args.j3072))
+        except J3072ConfigError as exc:
+            print(f"evse run: {exc}", file=sys.stderr)
+            return 2
     control = Path(args.control) if args.control else default_socket_path()
     data_dir = Path(args.data_dir)
     journal = Path(args.journal) if args.journal else data_dir / "journal.db"
@@ -198,6 +207,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 data_dir=data_dir,
                 energy=energy,
                 secc=secc,
+                j3072=j3072,
             )
         )
     except ValueError as exc:
@@ -450,6 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--secc",
         metavar="FILE",
         help="ISO 15118 / DIN 70121 high-level communication on an interface (docs/iso15118.md)",
+    )
+    p.add_argument(
+        "--j3072",
+        metavar="FILE",
+        help="SAE J3072 AC V2G: the IEEE 2030.5 server on the vehicle link and the discharge gate (docs/j3072.md)",
     )
     p.set_defaults(func=_cmd_run)
 

@@ -118,7 +118,7 @@ from firmware.sqlite_file import SqliteFile
 from hal.types import PILOT_DUTY_MAX_PERMILLE, PilotMode
 
 #: Schema version this firmware writes. Bump it together with a new entry in ``MIGRATIONS``.
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 #: OCPP 1.6 StopTransaction ``Reason`` values used by :meth:`Journal.reconcile` (OCPP 1.6 §7.47 Reason).
 REASON_POWER_LOSS: Final = "PowerLoss"
@@ -269,6 +269,21 @@ class Reconciliation:
     session: SessionRecord | None
     contactor_mismatch: bool
     detail: str
+
+
+@dataclass(frozen=True)
+class J3072Decision:
+    """One row of the J3072 audit log (:meth:`Journal.record_j3072`)."""
+
+    connector: int
+    at: float
+    authorised: bool
+    reason: str
+    detail: str
+    ism: str | None
+    lfdi: str | None
+    parameters_version: int
+    max_discharge_w: float
 
 
 # ------------------------------------------------------------------------------------------ schema
@@ -443,10 +458,47 @@ def _migrate_v2(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_v3(conn: sqlite3.Connection) -> None:
+    """Schema 3: the SAE J3072 discharge decisions, an append-only audit log (issue 9, seed 003 R110).
+
+    Every decision of the gate (authorised or denied, with its reason) is kept with the PEV's ISM number
+    and LFDI, the site parameter version it was taken on, and the power it granted: what a utility asks
+    for when a PEV discharged at a site. Rows are never changed or deleted (triggers)."""
+    conn.execute(
+        """
+        CREATE TABLE j3072_decisions (
+            seq INTEGER PRIMARY KEY,
+            connector INTEGER NOT NULL CHECK (connector >= 1),
+            at REAL NOT NULL,
+            authorised INTEGER NOT NULL CHECK (authorised IN (0, 1)),
+            reason TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            ism TEXT,
+            lfdi TEXT,
+            parameters_version INTEGER NOT NULL CHECK (parameters_version >= 0),
+            max_discharge_w REAL NOT NULL CHECK (max_discharge_w >= 0),
+            CHECK (authorised = 0 OR reason = 'authorised')
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TRIGGER j3072_decisions_are_final BEFORE UPDATE ON j3072_decisions
+        BEGIN SELECT RAISE(ABORT, 'J3072 decisions are an audit log: never changed'); END
+        """
+    )
+    conn.execute(
+        """
+        CREATE TRIGGER j3072_decisions_are_kept BEFORE DELETE ON j3072_decisions
+        BEGIN SELECT RAISE(ABORT, 'J3072 decisions are an audit log: never deleted'); END
+        """
+    )
+
+
 #: Forward migrations: ``MIGRATIONS[n]`` brings a journal from schema version n-1 to n, inside the same
 #: transaction that records version n. To change the schema, add a function and bump ``SCHEMA_VERSION``;
 #: never edit a released migration (journals in the field were built by it).
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1, 2: _migrate_v2}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1, 2: _migrate_v2, 3: _migrate_v3}
 
 _SESSION_COLUMNS = (
     f"{_V1_SESSION_COLUMNS}, export_start_wh, last_export_wh, export_stop_wh, tariff, meter_error, billing"
@@ -728,6 +780,55 @@ class Journal(SqliteFile):
         if row is None:
             return None
         return ActuatorRecord(row[0], bool(row[1]), row[2], row[3], bool(row[4]), row[5])
+
+    def record_j3072(
+        self,
+        connector: int,
+        *,
+        authorised: bool,
+        reason: str,
+        detail: str,
+        ism: str | None,
+        lfdi: str | None,
+        parameters_version: int,
+        max_discharge_w: float,
+        at: float | None = None,
+    ) -> None:
+        """Append one J3072 discharge decision to the audit log (firmware/j3072/session.py)."""
+        _check_connector(self._path, connector)
+        if not isinstance(authorised, bool) or not isinstance(reason, str) or not reason:
+            raise JournalError(self._path, f"a J3072 decision needs authorised (bool) and a reason, not {reason!r}")
+        if authorised != (reason == "authorised"):
+            raise JournalError(self._path, f"a J3072 decision authorised={authorised} cannot carry reason {reason!r}")
+        if not (math.isfinite(max_discharge_w) and max_discharge_w >= 0):
+            raise JournalError(self._path, f"max_discharge_w must be a finite power >= 0, not {max_discharge_w!r}")
+        when = self._time("at", at)
+        row = (connector, when, int(authorised), reason, detail[:500], ism, lfdi, parameters_version, max_discharge_w)
+        with self._write("cannot record a J3072 decision") as conn:
+            conn.execute(
+                "INSERT INTO j3072_decisions (connector, at, authorised, reason, detail, ism, lfdi,"
+                " parameters_version, max_discharge_w) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+
+    def j3072_decisions(self, connector: int | None = None, limit: int | None = None) -> list[J3072Decision]:
+        """The J3072 decisions, newest first."""
+        query = (
+            "SELECT connector, at, authorised, reason, detail, ism, lfdi, parameters_version, max_discharge_w"
+            " FROM j3072_decisions"
+        )
+        args: list[object] = []
+        if connector is not None:
+            _check_connector(self._path, connector)
+            query += " WHERE connector = ?"
+            args.append(connector)
+        query += " ORDER BY seq DESC"
+        if limit is not None:
+            query += " LIMIT ?"
+            args.append(int(limit))
+        with self._read("cannot read J3072 decisions") as conn:
+            rows = conn.execute(query, args).fetchall()
+        return [J3072Decision(r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
 
     def record_meter(
         self, connector: int, *, import_wh: float, export_wh: float, at: float | None = None, reset: bool = False

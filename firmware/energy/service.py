@@ -40,7 +40,10 @@ class EnergyService:
         *,
         clock: Clock,
         station_id: str,
+        bidirectional: frozenset[int] = frozenset(),
     ) -> EnergyService:
+        """``bidirectional``: connectors that may discharge although the board has no bidirectional
+        converter: an AC connector whose PEV discharges through its own onboard inverter (SAE J3072)."""
         converter = board.converter
         specs = {
             n: ConnectorSpec(
@@ -48,7 +51,7 @@ class EnergyService:
                 board.board.name,
                 board.ratings.phases,
                 board.ratings.nominal_voltage_v,
-                bidirectional=converter is not None and converter.bidirectional,
+                bidirectional=(converter is not None and converter.bidirectional) or n in bidirectional,
                 phase_switching=board.phase_switch is not None,
             )
             for n in connectors

@@ -129,7 +129,7 @@ def test_file_is_wal_with_full_sync(journal: Journal, db: Path) -> None:
     with _raw(db) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         versions = raw.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
-        assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)] and sorted(MIGRATIONS) == [1, 2]
+        assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)] and sorted(MIGRATIONS) == [1, 2, 3]
 
 
 def test_one_open_session_per_connector(journal: Journal) -> None:

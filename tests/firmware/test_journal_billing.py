@@ -320,6 +320,7 @@ def test_a_v1_journal_is_migrated_keeping_every_session(db: Path) -> None:
         assert raw.execute("SELECT version, applied_at FROM schema_version ORDER BY version").fetchall() == [
             (1, T0 - 100),
             (2, T0 + 9000),
+            (3, T0 + 9000),  # the later migrations run in the same opening
         ]
         names = {row[0] for row in raw.execute("SELECT name FROM sqlite_master")}
         assert "sessions_v1" not in names
@@ -328,7 +329,7 @@ def test_a_v1_journal_is_migrated_keeping_every_session(db: Path) -> None:
             raw.execute("UPDATE sessions SET billing = NULL WHERE session_id = 'aaaa'")
         with pytest.raises(sqlite3.IntegrityError, match="never deleted"):
             raw.execute("DELETE FROM sessions")
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION >= 2
 
 
 def test_a_failed_migration_leaves_the_v1_journal_as_it_was(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
