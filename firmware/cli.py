@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -114,6 +115,13 @@ def _cmd_states(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_optional(path: str | None, module: str, loader: str) -> Any:
+    """The file at ``path`` read by ``module.loader`` (imported only when the option is given), or None."""
+    if not path:
+        return None
+    return getattr(importlib.import_module(module), loader)(Path(path))
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
@@ -129,43 +137,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except BoardError as exc:
         print(exc, file=sys.stderr)
         return 2
-    tariff = None
-    if args.tariff:
-        from firmware.metering.billing import TariffError, load_tariff
-
-        try:
-            tariff = load_tariff(Path(args.tariff))
-        except TariffError as exc:
-            print(f"evse run: {exc}", file=sys.stderr)
-            return 2
+    try:
+        tariff = _load_optional(args.tariff, "firmware.metering.billing", "load_tariff")
+        energy = _load_optional(args.energy, "firmware.energy.config", "load_energy_config")
+        secc = _load_optional(args.secc, "firmware.iso15118.config", "load_secc_config")
+        j3072 = _load_optional(args.j3072, "firmware.j3072.config", "load_j3072_config")
+    except ValueError as exc:  # every loader's error names the file and the key
+        print(f"evse run: {exc}", file=sys.stderr)
+        return 2
     settings = ConnectorSettings(free_charging=args.free, fallback_a=args.fallback_a, tariff=tariff)
-    energy = None
-    if args.energy:
-        from firmware.energy.config import EnergyConfigError, load_energy_config
-
-        try:
-            energy = load_energy_config(Path(args.energy))
-        except EnergyConfigError as exc:
-            print(f"evse run: {exc}", file=sys.stderr)
-            return 2
-    secc = None
-    if args.secc:
-        from firmware.iso15118.config import SeccConfigError, load_secc_config
-
-        try:
-            secc = load_secc_config(Path(args.secc))
-        except SeccConfigError as exc:
-            print(f"evse run: {exc}", file=sys.stderr)
-            return 2
-    j3072 = None
-    if args.j3072:
-        from firmware.j3072.config import J3072ConfigError, load_j3072_config
-
-        try:
-            j3072 = load_j3072_config(Path(args.j3072))
-        except J3072ConfigError as exc:
-            print(f"evse run: {exc}", file=sys.stderr)
-            return 2
     control = Path(args.control) if args.control else default_socket_path()
     data_dir = Path(args.data_dir)
     journal = Path(args.journal) if args.journal else data_dir / "journal.db"

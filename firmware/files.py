@@ -1,4 +1,5 @@
-"""Writing a file so that a crash or power loss leaves the old or the new content, never a torn one."""
+"""Files: writing so that a crash or power loss leaves the old or the new content, never a torn one, and
+reading the TOML configuration files with errors that name the file."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import contextlib
 import errno
 import os
 import tempfile
+import tomllib
 from pathlib import Path
+from typing import Any
 
 
 def fsync_directory(directory: Path) -> None:
@@ -44,3 +47,14 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
             os.unlink(tmp_name)
         raise
     fsync_directory(directory)
+
+
+def read_toml(path: Path, what: str, error: type[ValueError]) -> dict[str, Any]:
+    """The parsed TOML document at ``path``; an unreadable or invalid file raises ``error`` naming the
+    file and ``what`` it should hold (e.g. "the SECC configuration")."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML: {exc}") from exc

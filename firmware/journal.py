@@ -273,17 +273,31 @@ class Reconciliation:
 
 @dataclass(frozen=True)
 class J3072Decision:
-    """One row of the J3072 audit log (:meth:`Journal.record_j3072`)."""
+    """One J3072 discharge decision: a row of the audit log (:meth:`Journal.record_j3072`), the trace's
+    ``j3072`` event and the backend's report (firmware/j3072/session.py)."""
 
     connector: int
-    at: float
+    at: float  # wall-clock time (Unix seconds)
     authorised: bool
-    reason: str
+    reason: str  # "authorised" or the gate's denial reason (firmware.j3072.gatekeeper.REASONS)
     detail: str
     ism: str | None
     lfdi: str | None
     parameters_version: int
     max_discharge_w: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "connector": self.connector,
+            "at": self.at,
+            "decision": "authorised" if self.authorised else "denied",
+            "reason": self.reason,
+            "detail": self.detail,
+            "ism": self.ism,
+            "lfdi": self.lfdi,
+            "parameters_version": self.parameters_version,
+            "max_discharge_w": self.max_discharge_w,
+        }
 
 
 # ------------------------------------------------------------------------------------------ schema
@@ -781,34 +795,25 @@ class Journal(SqliteFile):
             return None
         return ActuatorRecord(row[0], bool(row[1]), row[2], row[3], bool(row[4]), row[5])
 
-    def record_j3072(
-        self,
-        connector: int,
-        *,
-        authorised: bool,
-        reason: str,
-        detail: str,
-        ism: str | None,
-        lfdi: str | None,
-        parameters_version: int,
-        max_discharge_w: float,
-        at: float | None = None,
-    ) -> None:
+    def record_j3072(self, decision: J3072Decision) -> None:
         """Append one J3072 discharge decision to the audit log (firmware/j3072/session.py)."""
-        _check_connector(self._path, connector)
-        if not isinstance(authorised, bool) or not isinstance(reason, str) or not reason:
-            raise JournalError(self._path, f"a J3072 decision needs authorised (bool) and a reason, not {reason!r}")
-        if authorised != (reason == "authorised"):
-            raise JournalError(self._path, f"a J3072 decision authorised={authorised} cannot carry reason {reason!r}")
-        if not (math.isfinite(max_discharge_w) and max_discharge_w >= 0):
-            raise JournalError(self._path, f"max_discharge_w must be a finite power >= 0, not {max_discharge_w!r}")
-        when = self._time("at", at)
-        row = (connector, when, int(authorised), reason, detail[:500], ism, lfdi, parameters_version, max_discharge_w)
+        d = decision
+        _check_connector(self._path, d.connector)
+        if not isinstance(d.authorised, bool) or not isinstance(d.reason, str) or not d.reason:
+            raise JournalError(self._path, f"a J3072 decision needs authorised (bool) and a reason, not {d.reason!r}")
+        if d.authorised != (d.reason == "authorised"):
+            raise JournalError(
+                self._path, f"a J3072 decision authorised={d.authorised} cannot carry the reason {d.reason!r}"
+            )
+        if not (math.isfinite(d.max_discharge_w) and d.max_discharge_w >= 0):
+            raise JournalError(self._path, f"max_discharge_w must be a finite power >= 0, not {d.max_discharge_w!r}")
+        when = self._time("at", d.at)
+        row = (d.connector, when, int(d.authorised), d.reason, d.detail[:500], d.ism, d.lfdi, d.parameters_version)
         with self._write("cannot record a J3072 decision") as conn:
             conn.execute(
                 "INSERT INTO j3072_decisions (connector, at, authorised, reason, detail, ism, lfdi,"
                 " parameters_version, max_discharge_w) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
+                (*row, d.max_discharge_w),
             )
 
     def j3072_decisions(self, connector: int | None = None, limit: int | None = None) -> list[J3072Decision]:

@@ -32,13 +32,13 @@ limit at its default).
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from firmware.energy.balancing import STRATEGIES
 from firmware.energy.manager import SiteConfig
+from firmware.files import read_toml
 
 
 class EnergyConfigError(ValueError):
@@ -86,12 +86,7 @@ _SITE_KEYS = {
 
 
 def load_energy_config(path: Path) -> EnergyConfig:
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise EnergyConfigError(f"{path}: cannot read the energy configuration: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise EnergyConfigError(f"{path}: not valid TOML: {exc}") from exc
+    doc = read_toml(path, "the energy configuration", EnergyConfigError)
     _only(path, "", doc, {"site", "ems"})
     site = _table(path, doc, "site")
     _only(path, "site", site, _SITE_KEYS)

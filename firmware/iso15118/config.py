@@ -48,7 +48,6 @@ cannot silently leave an option at its default.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +55,7 @@ from typing import Any
 
 from cryptography import x509
 
+from firmware.files import read_toml
 from firmware.iso15118.session.iso2 import DC_MODES, Iso2Config
 from firmware.iso15118.session.iso20 import ControlMode, Iso20Config, Pricing
 from firmware.iso15118.session.pnc import load_roots
@@ -162,12 +162,7 @@ class SeccConfig:
 
 def load_secc_config(path: Path) -> SeccConfig:
     """Read and check a SECC configuration file; relative file names are relative to its directory."""
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SeccConfigError(f"{path}: cannot read the SECC configuration: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise SeccConfigError(f"{path}: not valid TOML: {exc}") from exc
+    doc = read_toml(path, "the SECC configuration", SeccConfigError)
     return parse_secc_config(doc, where=str(path), base=path.parent)
 
 

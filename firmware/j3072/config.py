@@ -38,13 +38,13 @@ the reason ``site_not_configured`` (the EVSE is still a charger).
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from firmware.energy.der_settings import DerConfigError, DerSettings
+from firmware.files import read_toml
 from firmware.j3072.ism import CERTIFIED_EDITIONS
 from firmware.j3072.site_parameters import SiteParameters
 
@@ -80,12 +80,7 @@ class J3072Config:
 
 
 def load_j3072_config(path: Path) -> J3072Config:
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise J3072ConfigError(f"{path}: cannot read the J3072 configuration: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise J3072ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    doc = read_toml(path, "the J3072 configuration", J3072ConfigError)
     return parse_j3072_config(doc, where=str(path), base=path.parent)
 
 

@@ -192,17 +192,7 @@ class J3072Service:
 def _journal_sink(journal: Journal) -> Callable[[AuditRecord], None]:
     def write(record: AuditRecord) -> None:
         try:
-            journal.record_j3072(
-                record.connector,
-                authorised=record.authorised,
-                reason=record.reason,
-                detail=record.detail,
-                ism=record.ism,
-                lfdi=record.lfdi,
-                parameters_version=record.parameters_version,
-                max_discharge_w=record.max_discharge_w,
-                at=record.at,
-            )
+            journal.record_j3072(record)
         except JournalError as exc:
             log.error("journal: cannot record a J3072 decision: %s", exc)
 

@@ -29,6 +29,7 @@ from firmware.j3072.gatekeeper import ApprovalFact, Decision, GateFacts, evaluat
 from firmware.j3072.ism import IsmError, IsmNumber
 from firmware.j3072.resources import Sep2Resources
 from firmware.j3072.site_parameters import SiteParameters, check_readback
+from firmware.journal import J3072Decision
 
 log = logging.getLogger(__name__)
 
@@ -44,32 +45,8 @@ CONTROL_DURATION_S = 6
 SETPOINT_DEADBAND_W = 50.0
 
 
-@dataclass(frozen=True)
-class AuditRecord:
-    """One decision, as the journal, the trace and the backend get it."""
-
-    connector: int
-    at: float  # wall-clock time (Unix seconds)
-    authorised: bool
-    reason: str
-    detail: str
-    ism: str | None
-    lfdi: str | None
-    parameters_version: int
-    max_discharge_w: float
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "connector": self.connector,
-            "at": self.at,
-            "decision": "authorised" if self.authorised else "denied",
-            "reason": self.reason,
-            "detail": self.detail,
-            "ism": self.ism,
-            "lfdi": self.lfdi,
-            "parameters_version": self.parameters_version,
-            "max_discharge_w": self.max_discharge_w,
-        }
+#: One decision as the journal, the trace and the backend get it (the journal's row type).
+AuditRecord = J3072Decision
 
 
 @dataclass

@@ -35,17 +35,7 @@ def test_decisions_are_kept_in_the_journal_across_a_reopen(tmp_path: Path) -> No
     path = tmp_path / "journal.db"
     journal = Journal(path)
     for r in (RECORD, DENIED):
-        journal.record_j3072(
-            r.connector,
-            authorised=r.authorised,
-            reason=r.reason,
-            detail=r.detail,
-            ism=r.ism,
-            lfdi=r.lfdi,
-            parameters_version=r.parameters_version,
-            max_discharge_w=r.max_discharge_w,
-            at=r.at,
-        )
+        journal.record_j3072(r)
     journal.close()
     again = Journal(path)
     rows = again.j3072_decisions(1)
@@ -58,11 +48,8 @@ def test_decisions_are_kept_in_the_journal_across_a_reopen(tmp_path: Path) -> No
 
 def test_a_decision_must_be_consistent(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.db")
-    with pytest.raises(JournalError, match="cannot carry reason"):
-        journal.record_j3072(
-            1, authorised=True, reason="ism_not_approved", detail="", ism=None, lfdi=None,
-            parameters_version=1, max_discharge_w=0.0,
-        )  # fmt: skip
+    with pytest.raises(JournalError, match="cannot carry the reason"):
+        journal.record_j3072(AuditRecord(1, 1e9, True, "ism_not_approved", "", None, None, 1, 0.0))
     assert journal.j3072_decisions() == []
     journal.close()
 
