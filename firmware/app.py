@@ -151,6 +151,9 @@ async def run_firmware(
             evse_id=cfg.board.name,
         )
         connector.add_listener(j3072_service.on_connector_event)
+        session = j3072_service.session
+        # The EVSE's own check that the PEV obeys the gate: an export without authorisation is a fault.
+        connector.discharge_permitted = lambda: session.authorised
         if station is not None and uplink is not None:
             j3072_service.attach_station(uplink.version, station.enqueue)
     control = ControlServer(

@@ -41,7 +41,13 @@ from firmware.limits import Limit, LimitSet
 from firmware.metering.plausibility import MeterGuard, PlausibilityLimits
 from firmware.phase_switching import PhaseSequencer
 from firmware.safety.faults import FaultCode
-from firmware.safety.supervisor import FaultEvent, OvercurrentCheck, Supervisor, ThermalCheck
+from firmware.safety.supervisor import (
+    FaultEvent,
+    OvercurrentCheck,
+    Supervisor,
+    ThermalCheck,
+    UnauthorisedDischargeCheck,
+)
 from hal.clock import Clock
 from hal.errors import HalError, ImplausibleReading
 from hal.types import MeterReading, PilotMode
@@ -142,6 +148,10 @@ class Connector:
         self.limits.set(Limit(sources.CABLE, 0.0, detail="proximity pilot not read yet"))
         self.debouncer = PilotDebouncer(up_s=PILOT_DEBOUNCE_POWER_UP, down_s=PILOT_DEBOUNCE_POWER_DOWN)
         self.overcurrent = OvercurrentCheck()
+        #: Set where discharge is gated (a J3072 connector: firmware/j3072/service.py): whether the EV may
+        #: export now. None: not gated here (no gate, or the session carries its own, ISO 15118-20 BPT).
+        self.discharge_permitted: Callable[[], bool] | None = None
+        self._unauthorised_discharge = UnauthorisedDischargeCheck()
         self.thermal = ThermalCheck({t.name: (t.derate_from_c, t.trip_c) for t in cfg.temperature})
         self.id_tag: str | None = None
         self.session_id: str | None = None
@@ -877,6 +887,17 @@ class Connector:
             self.supervisor.condition(FaultCode.OVERCURRENT_SOFT, True, now, detail)
         if hard:
             self.supervisor.condition(FaultCode.OVERCURRENT_HARD, True, now, detail)
+        if self.discharge_permitted is not None:
+            try:
+                permitted = bool(self.discharge_permitted())
+            except Exception:  # a broken gate is a closed gate
+                log.exception("discharge gate failed: taken as not permitted")
+                permitted = False
+            power = reading.total_power_w
+            if self._unauthorised_discharge.check(power_w=power, permitted=permitted, now=now):
+                self.supervisor.condition(
+                    FaultCode.UNAUTHORISED_DISCHARGE, True, now, f"the EV exports {-power:.0f} W without authorisation"
+                )
 
     def _set_condition(self, code: FaultCode, present: bool, now: float, detail: str = "") -> bool:
         """Report a condition; True when the set of active faults changed."""

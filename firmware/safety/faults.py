@@ -57,6 +57,7 @@ class FaultCode(enum.Enum):
     HEARTBEAT_LOST = "heartbeat_lost"
     LOCK_FAILED = "lock_failed"
     PHASE_SWITCH_FAILED = "phase_switch_failed"
+    UNAUTHORISED_DISCHARGE = "unauthorised_discharge"
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,10 @@ _CATALOGUE = (
               "the 1/3-phase contactor's mirror contact disagrees with its command 200 ms after a move: "
               "the EV would draw on phases the energy manager did not count",
               "the mirror follows the command again"),
+    FaultSpec(FaultCode.UNAUTHORISED_DISCHARGE, Reaction.EMERGENCY, Recovery.UNPLUG,
+              "on a connector whose discharge is gated (SAE J3072), the meter shows the EV exporting more "
+              "than 230 W for 5 s while discharge is not authorised (R152)",
+              "EV unplugged"),
 )  # fmt: skip
 
 CATALOGUE: dict[FaultCode, FaultSpec] = {spec.code: spec for spec in _CATALOGUE}

@@ -149,6 +149,29 @@ class OvercurrentCheck:
         return now - self._over_since >= SOFT_OVERCURRENT_TIME_S - 1e-6, hard
 
 
+class UnauthorisedDischargeCheck:
+    """An EV that exports while its discharge is not authorised (R152: no discharge without J3072
+    authorisation). The EVSE's gate only tells the PEV; this is the EVSE's own check that the PEV obeyed.
+    The time covers a PEV that was discharging when its authorisation ended: it learns at its next poll
+    (1 s), follows within its ramp, and the meter's mean over its 1 s read period lags one more period."""
+
+    #: 1 A at 230 V: the meter's noise floor and a PEV's standby flows stay below it.
+    EXPORT_W = 230.0
+    TIME_S = 5.0
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+
+    def check(self, *, power_w: float, permitted: bool, now: float) -> bool:
+        """True once an unpermitted export of more than EXPORT_W has lasted TIME_S."""
+        if permitted or power_w >= -self.EXPORT_W:
+            self._since = None
+            return False
+        if self._since is None:
+            self._since = now
+        return now - self._since >= self.TIME_S - 1e-6
+
+
 # ------------------------------------------------------------------------------ thermal
 #: Staged derating as OpenEVSE does it (anchors.md 3: 65 °C -> 1/2 current, 68 °C -> 1/4, 71 °C ->
 #: stop; restore 3 °C below the first step). The board file gives each sensor's first step

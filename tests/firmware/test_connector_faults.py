@@ -45,7 +45,7 @@ from firmware.iec61851.timing import (
 )
 from firmware.limits import Limit
 from firmware.safety.faults import FaultCode, Reaction, Recovery, spec
-from firmware.safety.supervisor import SOFT_OVERCURRENT_TIME_S
+from firmware.safety.supervisor import SOFT_OVERCURRENT_TIME_S, UnauthorisedDischargeCheck
 from hal.drivers.atm90e32 import REG_AP_ENERGY
 from hal.sim.atm90e32 import Atm90e32Fault
 from hal.types import PilotMode
@@ -753,5 +753,48 @@ def test_a_meter_that_hangs_does_not_hold_up_supervision(tmp_path: Path) -> None
             assert rig.now - t_hot <= NEXT_SUPERVISION
             await rig.advance(3.0)
             assert hanging <= 2, "one read at a time: ticks during a hanging read are skipped, not queued"
+
+    asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------------------------------ unauthorised discharge
+@pytest.mark.parametrize(
+    ("permitted", "export_s", "trips"),
+    [
+        pytest.param(False, None, True, id="sustained-export-without-authorisation-trips"),
+        pytest.param(False, 4.0, False, id="4s-export-after-withdrawal-is-tolerated"),
+        pytest.param(True, None, False, id="authorised-export-is-fine"),
+    ],
+)
+def test_unauthorised_discharge(tmp_path: Path, permitted: bool, export_s: float | None, trips: bool) -> None:
+    """R152: on a gated connector (J3072) an EV that exports without authorisation for 5 s is a fault:
+    the contactor opens under EMERGENCY and only an unplug clears it. A PEV still exporting for a few
+    seconds after its authorisation ended (it learns at its next poll) is not."""
+
+    async def scenario() -> None:
+        async with charger(tmp_path) as rig:
+            allowed = [permitted]
+            rig.connector.discharge_permitted = lambda: allowed[0]
+            await charge(rig, amps=16.0)
+            await rig.advance(1.5)
+            t_on = rig.now
+            rig.load.demand_a = -10.0  # the PEV's inverter exports 10 A
+            if export_s is not None:
+                await rig.advance(export_s)
+                rig.load.demand_a = 8.0
+                await rig.advance(6.0)
+            else:
+                await rig.advance(UnauthorisedDischargeCheck.TIME_S + 2 * NEXT_METER_READING)
+            raised = rig.raised_at("unauthorised_discharge")
+            if not trips:
+                assert raised is None and rig.coil()
+                return
+            assert raised is not None and rig.coil_opened_at(t_on) == raised
+            assert (
+                UnauthorisedDischargeCheck.TIME_S
+                <= raised - t_on
+                <= UnauthorisedDischargeCheck.TIME_S + 2 * NEXT_METER_READING
+            )
+            assert spec(FaultCode.UNAUTHORISED_DISCHARGE).recovery is Recovery.UNPLUG
 
     asyncio.run(scenario())
