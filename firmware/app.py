@@ -159,7 +159,10 @@ async def run_firmware(
     control = ControlServer(
         connector,
         control_path,
-        site_why=energy_service.why if energy_service is not None else None,
+        site_why=_joined_why(
+            energy_service.why if energy_service is not None else None,
+            j3072_service.why if j3072_service is not None else None,
+        ),
         plant=hal.sim.plant if hal.sim else None,
         present_id=(lambda tag: station.present_id(settings.connector_id, tag)) if station is not None else None,
     )
@@ -208,6 +211,14 @@ async def run_firmware(
         await connector.stop()
         await hal.close()
         journal.close()
+
+
+def _joined_why(*parts: Callable[[], str] | None) -> Callable[[], str] | None:
+    """The site's explanations for ``evse why`` (energy manager, J3072), one after the other."""
+    present = [p for p in parts if p is not None]
+    if not present:
+        return None
+    return lambda: "\n\n".join(p() for p in present)
 
 
 class _PresentsIds(Protocol):

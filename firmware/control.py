@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -171,7 +172,8 @@ class ControlServer:
                 raise RequestError("ev_state must be one of A, B, C, D, E")
             self.plant.ev_state = state
         if "current_a" in request:
-            amps = _number(request, "current_a")
+            # Signed, + into the EV: a negative current plays an EV that discharges (V2G, J3072).
+            amps = _number(request, "current_a", signed=True)
             self.plant.ev_current_a = [amps] * self.plant.phases
         if "pp_ohm" in request:
             self.plant.pp_ohm = None if request["pp_ohm"] is None else _number(request, "pp_ohm")
@@ -189,10 +191,13 @@ def _text(request: dict[str, Any], key: str) -> str:
     return value
 
 
-def _number(request: dict[str, Any], key: str) -> float:
+def _number(request: dict[str, Any], key: str, *, signed: bool = False) -> float:
     value = request.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value < 0:
-        raise RequestError(f"{key!r} must be a number >= 0")
+    wanted = "a finite number" if signed else "a number >= 0"
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise RequestError(f"{key!r} must be {wanted}")
+    if value < 0 and not signed:
+        raise RequestError(f"{key!r} must be {wanted}")
     return float(value)
 
 

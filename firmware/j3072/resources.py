@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from firmware.j3072 import sep_xml as sep
-from firmware.j3072.site_parameters import DerCurve, PevSettings, SiteParameters
+from firmware.j3072.site_parameters import DerCurve, PevSettings, SiteParameters, modes_bitmap
 
 log = logging.getLogger(__name__)
 
@@ -309,6 +309,14 @@ class Sep2Resources:
                 pev.fetched_version = version
                 self._on_update("fetched_parameters")
                 return self._xml(self._default_control(params))
+            case "/der/1/derg":
+                # GET: the settings the site requires (nominal voltage, maximum power and current are
+                # absolute values only DERSettings can carry); PUT: what the PEV applied (the read-back).
+                if params is None:
+                    return Reply(404)
+                pev.fetched_version = version
+                self._on_update("fetched_parameters")
+                return self._xml(self._required_settings(params))
             case "/derp/1/dc":
                 nodes = [self._curve(i, c, params) for i, c in enumerate(curves, 1)] if params else []
                 return self._xml(sep.list_of("DERCurveList", f"{PROGRAM}/dc", nodes, subscribable=False))
@@ -392,6 +400,23 @@ class Sep2Resources:
             enter_service=params.enter_service(),
             grad_w=params.grad_w(),
         )
+
+    def _required_settings(self, params: SiteParameters) -> sep.Node:
+        values: dict[str, object] = {
+            "modesEnabled": f"{modes_bitmap(params.required_modes()):08X}",
+            **params.enter_service(),
+            "setGradW": params.grad_w(),
+            "setMaxA": sep.unsigned_quantity(params.max_current_a),
+            "setMaxChargeRateW": sep.active_power(params.max_charge_w),
+            "setMaxDischargeRateW": sep.active_power(params.discharge_limit_w),
+            "setMaxW": sep.active_power(params.discharge_limit_w),
+            "setSoftGradW": params.grad_w(),
+            "setVNom": sep.unsigned_quantity(params.der.v_nom_v),
+            "setVRef": sep.unsigned_quantity(params.der.v_nom_v),
+            "setVRefOfs": sep.unsigned_quantity(0.0),
+        }
+        updated = self.pev.registered_at if self.pev is not None else self._now()
+        return sep.der_settings(f"{BASE}/der/1/derg", values, updated=updated)
 
     def _curve(self, index: int, curve: DerCurve, params: SiteParameters | None) -> sep.Node:
         assert params is not None

@@ -297,6 +297,43 @@ def active_power(watts: float) -> list[Child]:
     return [("multiplier", multiplier), ("value", value)]
 
 
+def unsigned_quantity(value: float) -> list[Child]:
+    """VoltageRMS / CurrentRMS: value (UInt16) x 10^multiplier; 0.1 resolution where it fits."""
+    multiplier = -1
+    while round(value / 10**multiplier) > 65535:
+        multiplier += 1
+    return [("multiplier", multiplier), ("value", round(value / 10**multiplier))]
+
+
+def der_settings(href: str, values: dict[str, Any], *, updated: int) -> Node:
+    """DERSettings in schema order; ``values`` holds integers, or Child lists for the quantities."""
+    order = (
+        "modesEnabled",
+        "setESDelay",
+        "setESHighFreq",
+        "setESHighVolt",
+        "setESLowFreq",
+        "setESLowVolt",
+        "setESRampTms",
+        "setESRandomDelay",
+        "setGradW",
+        "setMaxA",
+        "setMaxChargeRateW",
+        "setMaxDischargeRateW",
+        "setMaxW",
+        "setSoftGradW",
+        "setVNom",
+        "setVRef",
+        "setVRefOfs",
+    )
+    unknown = set(values) - set(order)
+    if unknown:
+        raise ValueError(f"not DERSettings elements this profile writes: {sorted(unknown)}")
+    children: list[Child] = [(name, values[name]) for name in order if name in values]
+    children.append(("updatedTime", updated))
+    return Node("DERSettings", {"href": href, "subscribable": "0"}, tuple(children))
+
+
 def der_control(
     href: str,
     *,

@@ -156,6 +156,17 @@ class J3072Service:
         elif kind == "session" and data.get("action") == "stopped":
             self.session.end(f"charging session ended ({data.get('reason', 'Other')})")
 
+    def why(self) -> str:
+        """For ``evse why``: the J3072 decision and every link of the chain."""
+        decision = self.session.decision
+        head = f"J3072 connector {self.config.connector}: "
+        if not self.session.active or decision is None:
+            return head + "no PEV connected"
+        lines = [head + ("discharge authorised" if decision.authorised else f"charge only ({decision.summary()})")]
+        for link in decision.links:
+            lines.append(f"  {'ok  ' if link.ok else 'DENY'} {link.link}: {link.detail}")
+        return "\n".join(lines)
+
     # ------------------------------------------------------------------ backend
     def on_data_transfer(self, message_id: str, data: object) -> tuple[bool, str]:
         """A backend DataTransfer for J3072: (accepted, why)."""

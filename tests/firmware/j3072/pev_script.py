@@ -8,9 +8,12 @@ hil/models/j3072_pev.py; this one is the smallest thing that lets a test drive e
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 
 from firmware.j3072.resources import Reply, Sep2Resources, sfdi_of
 
+#: Sends one request (method, path, body) to the EVSE and returns its reply.
+Send = Callable[[str, str, bytes], Reply]
 NS = "urn:ieee:std:2030.5:ns"
 Q = "{" + NS + "}"
 ISM = "ACME/OBI/7K6A/J3072_202406"
@@ -38,7 +41,9 @@ class ScriptedPev:
         self.rating_w = rating_w
 
     def call(self, method: str, path: str, body: str = "") -> Reply:
-        return self.server.handle(method, path, body.encode(), self.lfdi)
+        if isinstance(self.server, Sep2Resources):
+            return self.server.handle(method, path, body.encode(), self.lfdi)
+        return self.server(method, path, body.encode())
 
     def register(self) -> Reply:
         return self.call(
@@ -78,19 +83,31 @@ class ScriptedPev:
             if child.tag[len(Q) :].startswith("setES") or child.tag[len(Q) :] in ("setGradW", "setSoftGradW")
         }
         params["opModMaxLimW"] = int(root.findtext(f"{Q}DERControlBase/{Q}opModMaxLimW") or 0)
+        # The absolute values (nominal voltage, maximum discharge) come with the site's DERSettings.
+        reply = self.call("GET", "/edev/1/der/1/derg")
+        assert reply.status == 200, reply
+        required = ET.fromstring(reply.body)
+        for name in ("setVRef", "setMaxDischargeRateW"):
+            element = required.find(f"{Q}{name}")
+            assert element is not None, name
+            multiplier = int(element.findtext(f"{Q}multiplier") or 0)
+            params[name] = round(int(element.findtext(f"{Q}value") or 0) * 10.0**multiplier)
         return params
 
     def apply_and_report(
         self,
         params: dict[str, int],
         *,
-        v_ref: float = 240,
+        v_ref: float | None = None,
         max_discharge_w: float | None = None,
         modes: str = MODES,
     ) -> Reply:
-        """PUT DERSettings that say the PEV applied ``params`` (its maximum: opModMaxLimW of its rating)."""
+        """PUT DERSettings that say the PEV applied ``params``: the site's nominal voltage, and the site's
+        maximum within its own rating (opModMaxLimW of its rating)."""
+        if v_ref is None:
+            v_ref = params["setVRef"]
         if max_discharge_w is None:
-            max_discharge_w = self.rating_w * params["opModMaxLimW"] // 10000
+            max_discharge_w = min(params["setMaxDischargeRateW"], self.rating_w * params["opModMaxLimW"] // 10000)
         es = "".join(
             f"<{k}>{params[k]}</{k}>"
             for k in (
