@@ -6,6 +6,7 @@ evse hal probe --board FILE|NAME    exercise every peripheral of a board (sim bo
 evse demo                           the end-to-end demo on the simulated boards
 evse run --board FILE|NAME ...      the firmware on a board (--tariff FILE prices its sessions)
 evse sessions [--json]              the sessions in the journal with their energy and price, newest first
+evse j3072 [--json]                 the SAE J3072 discharge decisions in the journal, newest first
 """
 
 from __future__ import annotations
@@ -478,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     from firmware.mcu_deploy import add_parser as add_mcu_parser  # evse mcu deploy
 
     add_mcu_parser(sub)
+    from firmware.j3072.cli import add_parser as add_j3072_parser  # evse j3072 (the discharge decisions)
+
+    add_j3072_parser(sub)
     return parser
 
 

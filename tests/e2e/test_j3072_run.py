@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import socket
 import ssl
 import subprocess
@@ -161,6 +162,25 @@ def test_evse_run_gates_a_j3072_pev(tmp_path: Path) -> None:
     journal.close()
     assert "authorised" in reasons and "session_ended" in reasons, reasons
     assert reasons.index("authorised") < reasons.index("session_ended"), reasons
+    # The operator's view of the same audit.
+    listed = subprocess.run(
+        [sys.executable, "-m", "firmware.cli", "j3072", "--data-dir", str(data), "--json", "--limit", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [r["reason"] for r in reversed(rows)] == reasons
+    assert any(r["decision"] == "authorised" and r["ism"] == "ACME/OBI/7K6A/J3072_202406" for r in rows)
+    table = subprocess.run(
+        [sys.executable, "-m", "firmware.cli", "j3072", "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "session_ended" in table and "authorised" in table
 
 
 async def _contains(why: Any, text: str) -> str | None:
