@@ -24,7 +24,6 @@ A call that times out kills the server (its state is unknown) and the next call 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import json
 import os
@@ -32,12 +31,13 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+from tests.peers import peer_venv
 
 #: The package the oracle comes from, and the undeclared dependency of its EVCC (test-peers.md).
 ISO15118_VERSION = "0.31.2"
@@ -63,9 +63,6 @@ PINNED_REQUIREMENTS: tuple[str, ...] = (
     "typing_extensions==4.16.0",
 )
 INSTALL_TIMEOUT_S = 420.0
-VENV_TIMEOUT_S = 120.0
-#: pip's own per-connection timeout, so one stalled download fails instead of eating the whole budget.
-PIP_SOCKET_TIMEOUT_S = 60
 #: Starting the server includes the JVM (~2 s here); a cold, loaded CI machine gets some margin.
 START_TIMEOUT_S = 60.0
 #: One encode or decode takes ~40 ms; a call this slow means the JVM is stuck.
@@ -73,8 +70,6 @@ CALL_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
 ENV_PEER_DIR = "EVSE_ISO15118_PEER_DIR"
 SERVER_SCRIPT = Path(__file__).resolve().parent / "iso15118_oracle_server.py"
-_LOCK_FILE = Path(tempfile.gettempdir()) / "evse-iso15118-peer-install.lock"
-_MARKER_NAME = "evse-peer-install.json"
 _STDERR_TAIL_LINES = 30
 
 
@@ -88,90 +83,26 @@ class OracleError(Exception):
 
 def peer_dir() -> Path:
     """Where the peer venv lives (see the module docstring for the order of choices)."""
-    override = os.environ.get(ENV_PEER_DIR)
-    if override:
-        return Path(override).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "evse-firmware" / "iso15118-peer"
+    return peer_venv.peer_dir("iso15118-peer", ENV_PEER_DIR)
 
 
 def venv_python(directory: Path | None = None) -> Path:
-    return (directory or peer_dir()) / "venv" / "bin" / "python"
+    return peer_venv.venv_python(directory or peer_dir())
 
 
-def _expected_marker() -> dict[str, Any]:
-    return {
-        "requirements": list(PINNED_REQUIREMENTS),
-        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-    }
-
-
-def _installed(directory: Path) -> bool:
-    marker = directory / _MARKER_NAME
-    try:
-        recorded = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return False
-    return recorded == _expected_marker() and venv_python(directory).is_file()
-
-
-def _run(args: list[str], deadline: float, what: str) -> None:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise Iso15118PeerError(f"installing the iso15118 peer took longer than {INSTALL_TIMEOUT_S:.0f} s ({what})")
-    try:
-        result = subprocess.run(args, capture_output=True, text=True, timeout=remaining, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise Iso15118PeerError(f"{what}: `{' '.join(args)}` timed out after {remaining:.0f} s") from exc
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-25:])
-        raise Iso15118PeerError(f"{what}: `{' '.join(args)}` failed (exit {result.returncode}):\n{tail}")
-
-
-def _install(directory: Path, deadline: float) -> None:
-    venv = directory / "venv"
-    marker = directory / _MARKER_NAME
-    # A marker that does not match means a half-finished or outdated venv: start from nothing.
-    marker.unlink(missing_ok=True)
-    shutil.rmtree(venv, ignore_errors=True)
-    directory.mkdir(parents=True, exist_ok=True)
-    _run([sys.executable, "-m", "venv", str(venv)], min(deadline, time.monotonic() + VENV_TIMEOUT_S), "making the venv")
-    python = str(venv_python(directory))
-    pip = [python, "-m", "pip", "--disable-pip-version-check", "--no-input", "--timeout", str(PIP_SOCKET_TIMEOUT_S)]
-    _run([*pip, "install", *PINNED_REQUIREMENTS], deadline, "pip install of the iso15118 peer")
-    # Importing the codec module proves the install is whole (it needs py4j and the bundled jar).
-    probe = (
-        "import os, aiofile; from iso15118.shared import settings; "
-        "import iso15118.shared.exificient_exi_codec; "
-        "assert os.path.isfile(settings.JAR_FILE_PATH), settings.JAR_FILE_PATH"
-    )
-    _run([python, "-c", probe], deadline, "checking the iso15118 peer install")
-    partial = marker.with_suffix(".tmp")
-    partial.write_text(json.dumps(_expected_marker(), indent=1) + "\n")
-    partial.replace(marker)  # written last and atomically: its presence means a complete install
+#: Importing the codec module proves the install is whole (it needs py4j and the bundled jar).
+_PROBE = (
+    "import os, aiofile; from iso15118.shared import settings; "
+    "import iso15118.shared.exificient_exi_codec; "
+    "assert os.path.isfile(settings.JAR_FILE_PATH), settings.JAR_FILE_PATH"
+)
 
 
 def ensure_iso15118_venv(timeout: float = INSTALL_TIMEOUT_S) -> Path:
     """The peer venv's python, installing the pinned packages first when they are not there yet."""
-    directory = peer_dir()
-    if _installed(directory):
-        return venv_python(directory)
-    deadline = time.monotonic() + timeout
-    with open(_LOCK_FILE, "a+b") as lock:
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise Iso15118PeerError(f"waited {timeout:.0f} s for another iso15118 peer install") from None
-                time.sleep(0.2)
-        try:
-            if not _installed(directory):  # another worker may have installed it while this one waited
-                _install(directory, deadline)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return venv_python(directory)
+    return peer_venv.ensure_venv(
+        peer_dir(), PINNED_REQUIREMENTS, probe=_PROBE, timeout=timeout, error=Iso15118PeerError
+    )
 
 
 def find_java() -> Path:

@@ -22,7 +22,11 @@ LFDI = "3E4F45AB31EDFE5B67E343E5E4562E31984E23E5"
 MODES = f"{(1 << 27) - 1:08X}"
 
 
-def _quantity(name: str, value: float, multiplier: int = 0) -> str:
+def _quantity(name: str, value: float) -> str:
+    """A value x 10^multiplier element; the smallest multiplier whose value fits the schema's Int16."""
+    multiplier = 0
+    while abs(round(value / 10**multiplier)) > 32767:
+        multiplier += 1
     return f"<{name}><multiplier>{multiplier}</multiplier><value>{round(value / 10**multiplier)}</value></{name}>"
 
 
