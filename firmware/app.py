@@ -155,7 +155,10 @@ async def run_firmware(
         # The EVSE's own check that the PEV obeys the gate: an export without authorisation is a fault.
         connector.discharge_permitted = lambda: session.authorised
         if station is not None and uplink is not None:
+            from firmware.j3072.report import VENDOR_ID
+
             j3072_service.attach_station(uplink.version, station.enqueue)
+            station.data_transfer[VENDOR_ID] = j3072_service.data_transfer
     control = ControlServer(
         connector,
         control_path,

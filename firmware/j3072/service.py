@@ -122,7 +122,8 @@ class J3072Service:
         return service
 
     def attach_station(self, version: str, enqueue: Callable[[str, dict[str, Any]], None]) -> None:
-        """Report decisions to the CSMS through the station's persistent outbox (``Station.enqueue``)."""
+        """Report decisions to the CSMS through the station's persistent outbox (``Station.enqueue``);
+        register :meth:`data_transfer` for the backend's J3072 messages yourself (``Station.data_transfer``)."""
         self.ocpp_version, self.enqueue = version, enqueue
 
     # ------------------------------------------------------------------ lifecycle
@@ -168,27 +169,27 @@ class J3072Service:
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ backend
-    def on_data_transfer(self, message_id: str, data: object) -> tuple[bool, str]:
-        """A backend DataTransfer for J3072: (accepted, why)."""
+    def data_transfer(self, message_id: str | None, data: object) -> tuple[str, str]:
+        """A backend DataTransfer to vendor ``org.evse-firmware`` (Station.data_transfer): (status, info)."""
         if message_id == V2X_MESSAGE_ID:
             try:
                 allowed, reason = backend_v2x_message(data)
             except ValueError as exc:
-                return False, str(exc)
+                return "Rejected", str(exc)
             self.session.set_backend_v2x(allowed, f"backend: {reason}")
-            return True, "applied"
+            return "Accepted", "applied"
         if message_id == APPROVAL_MESSAGE_ID:
             if self.approvals is None:
-                return False, "this site has no approval list configured (utility.approval_list)"
+                return "Rejected", "this site has no approval list configured (utility.approval_list)"
             text = data if isinstance(data, str) else json.dumps(data)
             try:
                 self.approvals.update(text.encode())
             except ValueError as exc:
                 log.warning("J3072: approval list from the backend rejected: %s", exc)
-                return False, str(exc)
+                return "Rejected", str(exc)
             self.session.step()
-            return True, "stored"
-        return False, f"unknown J3072 message {message_id!r}"
+            return "Accepted", "stored"
+        return "UnknownMessageId", ""
 
     # ------------------------------------------------------------------ audit
     def _audit(self, record: AuditRecord) -> None:

@@ -198,6 +198,9 @@ class OcppStation:
         self.wall_clock = wall_clock
         self.data_dir = data_dir
         self.outbox = outbox
+        #: DataTransfer from the CSMS, by vendor id: handler(messageId, data) -> (status, info), status one
+        #: of Accepted, Rejected, UnknownMessageId (J3072: firmware/j3072/service.py registers itself).
+        self.data_transfer: dict[str, Callable[[str | None, object], tuple[str, str]]] = {}
         self.on_ocpp = on_ocpp
         self.reset_hook = reset_hook
         self.state = {n: ConnectorState() for n in connectors}
@@ -504,6 +507,17 @@ class OcppStation:
             billing = billing_payload(connector, tx.ref)
             if billing is not None:
                 self.enqueue("DataTransfer", billing, tx_ref=tx.ref)
+
+    def data_transfer_from_csms(self, vendor_id: str, message_id: str | None, data: object) -> tuple[str, str]:
+        """A CSMS DataTransfer: (status, info); a handler that fails answers Rejected, never raises."""
+        handler = self.data_transfer.get(vendor_id)
+        if handler is None:
+            return "UnknownVendorId", ""
+        try:
+            return handler(message_id, data)
+        except Exception:
+            log.exception("DataTransfer %s/%s failed", vendor_id, message_id)
+            return "Rejected", "the handler failed"
 
     def trigger_boot(self) -> None:
         """A TriggerMessage BootNotification: a Pending or Rejected station retries at once."""

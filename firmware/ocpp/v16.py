@@ -39,8 +39,6 @@ ID_TAG_MAX = 20
 #: The placeholder a queued message carries until StartTransaction.conf gives the transactionId
 #: (firmware.ocpp.outbox).
 TX_PLACEHOLDER = "$tx:{ref}"
-#: 1.6 §6.41 DataTransfer: we accept no vendor extension yet.
-KNOWN_VENDORS: frozenset[str] = frozenset()
 
 
 class ChargePoint16(ChargePoint):  # type: ignore[misc]  # the ocpp package has no type hints
@@ -235,9 +233,10 @@ class ChargePoint16(ChargePoint):  # type: ignore[misc]  # the ocpp package has 
         await self.station.call_quietly("DiagnosticsStatusNotification", {"status": status})
 
     @on("DataTransfer")
-    def on_data_transfer(self, vendor_id: str, **kwargs: Any) -> Any:
-        status = "UnknownMessageId" if vendor_id in KNOWN_VENDORS else "UnknownVendorId"
-        return call_result.DataTransfer(status=status)
+    def on_data_transfer(self, vendor_id: str, message_id: str | None = None, data: Any = None, **_: Any) -> Any:
+        # 1.6 §6.41: the station's registered vendor extensions (Station.data_transfer).
+        status, info = self.station.data_transfer_from_csms(vendor_id, message_id, data)
+        return call_result.DataTransfer(status=status, data=info or None)
 
     # ------------------------------------------------------------------ configuration (1.6 §5.3, §5.8)
     @on("GetConfiguration")

@@ -36,7 +36,7 @@ from firmware.ocpp.link import Link, LinkClosed
 from firmware.ocpp.maintenance import TransferError, check_location
 from firmware.ocpp.smart_charging import composite_schedule, composite_to_v201
 from firmware.ocpp.timestamps import TimestampError, check_payload, parse_utc, utc_iso
-from firmware.ocpp.v16 import KNOWN_VENDORS, MAX_COMPOSITE_S
+from firmware.ocpp.v16 import MAX_COMPOSITE_S
 
 if TYPE_CHECKING:
     from firmware.ocpp.station import OcppStation
@@ -763,9 +763,14 @@ class ChargePoint201(OcppChargePoint201):  # type: ignore[misc]  # the ocpp pack
     # ================================================================== P DataTransfer
     @on("DataTransfer")
     def on_data_transfer(self, call_unique_id: str, **_: Any) -> Any:
-        vendor_id = self._request(call_unique_id).get("vendorId")
-        status = "UnknownMessageId" if vendor_id in KNOWN_VENDORS else "UnknownVendorId"
-        return self._result("DataTransfer", {"status": status})
+        request = self._request(call_unique_id)
+        status, info = self.station.data_transfer_from_csms(
+            str(request.get("vendorId")), request.get("messageId"), request.get("data")
+        )
+        answer: dict[str, Any] = {"status": status}
+        if info:
+            answer["statusInfo"] = {"reasonCode": status, "additionalInfo": info[:1024]}
+        return self._result("DataTransfer", answer)
 
 
 class ChargePoint21(ChargePoint201):

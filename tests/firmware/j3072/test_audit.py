@@ -115,10 +115,11 @@ def test_service_reports_through_the_outbox_and_follows_plug_events(tmp_path: Pa
     assert service.session.decision is not None and service.session.decision.reason == "site_not_configured"
     assert sent and sent[-1][0] == "DataTransfer"
     assert journal.j3072_decisions(1)[0].reason == "site_not_configured"
-    assert service.on_data_transfer("J3072V2X", '{"allowed": true}') == (True, "applied")
+    assert service.data_transfer("J3072V2X", '{"allowed": true}') == ("Accepted", "applied")
     assert service.session.backend_v2x is True
-    assert service.on_data_transfer("J3072ApprovalList", "{}")[0] is False  # no list configured here
-    assert service.on_data_transfer("Other", "{}")[0] is False
+    assert service.data_transfer("J3072V2X", "[]")[0] == "Rejected"
+    assert service.data_transfer("J3072ApprovalList", "{}")[0] == "Rejected"  # no list configured here
+    assert service.data_transfer("Other", "{}")[0] == "UnknownMessageId"
     service.on_connector_event("pilot", {"state": "A"})
     assert not service.session.active
     assert journal.j3072_decisions(1)[0].reason == "session_ended"

@@ -252,6 +252,9 @@ def test_availability_configuration_trigger_and_unknown_calls(tmp_path: Path) ->
             await rig.advance(1.0)
             assert rig.calls("StatusNotification", t)
             assert (await rig.call("DataTransfer", {"vendorId": "acme"}))["status"] == "UnknownVendorId"
+            rig.station.data_transfer["acme"] = lambda message_id, data: ("Rejected", f"{message_id}: no")
+            answer = await rig.call("DataTransfer", {"vendorId": "acme", "messageId": "X", "data": "1"})
+            assert answer == {"status": "Rejected", "data": "X: no"}
             with pytest.raises(CsmsCallError):  # the security extension is not implemented: a CALLERROR, no crash
                 await rig.call("GetInstalledCertificateIds", {"certificateType": "CentralSystemRootCertificate"})
 

@@ -491,11 +491,23 @@ def test_reset_during_a_transaction(tmp_path: Path, kind: str, expected: str) ->
 
 
 @pytest.mark.timeout(60)
-def test_data_transfer_knows_no_vendor(tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", [V201, V21])
+def test_data_transfer_reaches_a_registered_vendor_only(tmp_path: Path, protocol: str) -> None:
     async def scenario() -> None:
-        async with station_rig(tmp_path, protocol=V201) as rig:
+        async with station_rig(tmp_path, protocol=protocol) as rig:
             answer = await rig.call("DataTransfer", {"vendorId": "com.example", "messageId": "hello"})
             assert answer["status"] == "UnknownVendorId"
+            got: list[tuple[str | None, object]] = []
+
+            def handler(message_id: str | None, data: object) -> tuple[str, str]:
+                got.append((message_id, data))
+                return ("Accepted", "") if message_id == "J3072V2X" else ("Rejected", "bad data")
+
+            rig.station.data_transfer["org.evse-firmware"] = handler
+            ok = await rig.call("DataTransfer", {"vendorId": "org.evse-firmware", "messageId": "J3072V2X", "data": "x"})
+            assert ok["status"] == "Accepted" and got == [("J3072V2X", "x")]
+            refused = await rig.call("DataTransfer", {"vendorId": "org.evse-firmware", "messageId": "Other"})
+            assert refused["status"] == "Rejected" and refused["statusInfo"]["additionalInfo"] == "bad data"
 
     asyncio.run(scenario())
 
