@@ -65,7 +65,6 @@ class J3072Service:
     enqueue: Callable[[str, dict[str, Any]], None] | None = None
     approvals: Any = None
     _task: asyncio.Task[None] | None = None
-    _plugged: bool = False
     _reported_authorised: bool = False
     _sinks: list[Callable[[AuditRecord], None]] = field(default_factory=list)
 
@@ -147,15 +146,7 @@ class J3072Service:
 
     def on_connector_event(self, kind: str, data: dict[str, Any]) -> None:
         """A connector listener (Connector.add_listener): plug-in starts the session, unplug ends it."""
-        if kind == "pilot" and "state" in data:
-            plugged = data["state"] != "A"
-            if plugged and not self._plugged:
-                self.session.start()
-            elif not plugged and self._plugged:
-                self.session.end("EV unplugged")
-            self._plugged = plugged
-        elif kind == "session" and data.get("action") == "stopped":
-            self.session.end(f"charging session ended ({data.get('reason', 'Other')})")
+        self.session.on_connector_event(kind, data)
 
     def why(self) -> str:
         """For ``evse why``: the J3072 decision and every link of the chain."""

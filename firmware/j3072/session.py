@@ -24,6 +24,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from firmware.j3072.gatekeeper import ApprovalFact, Decision, GateFacts, evaluate
 from firmware.j3072.ism import IsmError, IsmNumber
@@ -90,6 +91,7 @@ class J3072Session:
         self.backend_v2x: bool | None = None
         self.backend_detail = ""
         self.active = False
+        self._plugged = False
         self.decision: Decision | None = None
         self.history: list[AuditRecord] = []
         self._granted_w: float | None = None
@@ -116,6 +118,19 @@ class J3072Session:
         if was_authorised or self.decision is not None:
             self._record(Decision(False, "session_ended", why), None, None)
         self.decision = None
+
+    def on_connector_event(self, kind: str, data: dict[str, Any]) -> None:
+        """The connector's events: the pilot leaving A starts a session, A or a stopped charging session
+        ends it (firmware.connector emits ``pilot`` {state} and ``session`` {action})."""
+        if kind == "pilot" and "state" in data:
+            plugged = data["state"] != "A"
+            if plugged and not self._plugged:
+                self.start()
+            elif not plugged and self._plugged:
+                self.end("EV unplugged")
+            self._plugged = plugged
+        elif kind == "session" and data.get("action") == "stopped" and self.active:
+            self.end(f"charging session ended ({data.get('reason', 'Other')})")
 
     def set_parameters(self, parameters: SiteParameters | None, site_problem: str | None = None) -> None:
         """New site parameters (a new version): the PEV must read and apply them again before discharge."""

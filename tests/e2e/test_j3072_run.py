@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from firmware.control import request
 from firmware.j3072.resources import Reply, lfdi_of
 from firmware.journal import Journal
-from tests.firmware.j3072.pev_script import ScriptedPev
+from hil.models.j3072_pev import Sep2PevClient
 from tests.firmware.ocpp.certs import Pki, make_pki
 
 TIMEOUT_S = 60.0
@@ -126,7 +126,7 @@ def test_evse_run_gates_a_j3072_pev(tmp_path: Path) -> None:
         await _until("control socket", up, deadline)
         await request(sock, {"cmd": "sim", "ev_state": "B", "pp_ohm": 220.0})
         await _until("J3072 session", lambda: _contains(why, "J3072 connector 1: charge only"), deadline)
-        pev = ScriptedPev(_https(pki, port), lfdi=lfdi)
+        pev = Sep2PevClient(_https(pki, port), lfdi=lfdi)
         await asyncio.to_thread(pev.connect_fully)
         try:
             text = await _until("authorisation", lambda: _contains(why, "discharge authorised"), deadline)

@@ -12,7 +12,7 @@ from firmware.energy.der_settings import DerSettings
 from firmware.j3072 import sep_xml
 from firmware.j3072.resources import Sep2Resources, lfdi_of, sfdi_of
 from firmware.j3072.site_parameters import SiteParameters
-from tests.firmware.j3072.pev_script import LFDI, NS, ScriptedPev
+from hil.models.j3072_pev import LFDI, NS, Sep2PevClient
 
 PARAMS = SiteParameters(
     der=DerSettings.from_dict({"f_nom_hz": 60, "v_nom_v": 240, "p_rated_w": 7600}),
@@ -38,9 +38,9 @@ def test_lfdi_and_sfdi_follow_2030_5() -> None:
 
 def test_a_second_pev_cannot_take_the_link() -> None:
     server = _server()
-    first = ScriptedPev(server)
+    first = Sep2PevClient(server)
     assert first.register().status == 201
-    intruder = ScriptedPev(server, lfdi=OTHER)
+    intruder = Sep2PevClient(server, lfdi=OTHER)
     assert intruder.register().status == 403
     assert intruder.call("GET", "/edev/1").status == 404
     assert intruder.call("GET", "/edev").body.count(b"<EndDevice ") == 0  # sees nothing of the first
@@ -49,7 +49,7 @@ def test_a_second_pev_cannot_take_the_link() -> None:
 
 def test_registration_must_match_the_certificate() -> None:
     server = _server()
-    pev = ScriptedPev(server)
+    pev = Sep2PevClient(server)
     sfdi = sfdi_of(LFDI)
     body = f'<EndDevice xmlns="{NS}"><lFDI>{OTHER}</lFDI><sFDI>{sfdi}</sFDI><changedTime>0</changedTime></EndDevice>'
     assert pev.call("POST", "/edev", body).status == 400
@@ -77,7 +77,7 @@ def test_registration_must_match_the_certificate() -> None:
 )
 def test_bad_bodies_are_400_with_the_reason(body: bytes, reason: str) -> None:
     server = _server()
-    pev = ScriptedPev(server)
+    pev = Sep2PevClient(server)
     pev.register()
     reply = server.handle("PUT", "/edev/1/der/1/derg", body, LFDI)
     assert reply.status == 400
@@ -89,7 +89,7 @@ def test_bad_bodies_are_400_with_the_reason(body: bytes, reason: str) -> None:
 @given(st.binary(max_size=600), st.sampled_from(["/edev", "/edev/1/di", "/edev/1/der/1/derg", "/rsps/1/rsp"]))
 def test_fuzzed_bodies_never_raise(body: bytes, path: str) -> None:
     server = _server()
-    ScriptedPev(server).register()
+    Sep2PevClient(server).register()
     method = "POST" if path in ("/edev", "/rsps/1/rsp") else "PUT"
     reply = server.handle(method, path, body, LFDI)
     assert reply.status in (201, 204, 400, 403, 404)
@@ -97,7 +97,7 @@ def test_fuzzed_bodies_never_raise(body: bytes, path: str) -> None:
 
 def test_unknown_paths_and_methods() -> None:
     server = _server()
-    pev = ScriptedPev(server)
+    pev = Sep2PevClient(server)
     assert pev.call("GET", "/edev/1").status == 404  # not registered yet
     pev.register()
     assert pev.call("GET", "/nothing").status == 404
@@ -108,7 +108,7 @@ def test_unknown_paths_and_methods() -> None:
 
 def test_the_limit_is_relative_to_the_declared_rating_and_zero_before() -> None:
     server = _server()
-    pev = ScriptedPev(server, rating_w=12000)
+    pev = Sep2PevClient(server, rating_w=12000)
     pev.register()
     assert pev.read_site_parameters()["opModMaxLimW"] == 0  # no rating declared: no export
     before = server.published_version

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from firmware.energy.der_settings import DerSettings
 from firmware.j3072.resources import Sep2Resources
 from firmware.j3072.site_parameters import SiteParameters
-from tests.firmware.j3072.pev_script import ScriptedPev
+from hil.models.j3072_pev import Sep2PevClient
 from tests.peers import py20305_peer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(py20305_peer.INSTALL_TIMEOUT_S + 120)]
@@ -79,7 +79,7 @@ def test_every_resource_validates(
     params = SiteParameters(DerSettings.from_dict(site), max_discharge_w, 22000, max_current_a, grad_w_pct_per_s=5)
     server = Sep2Resources(wall_clock=lambda: 1_800_000_000)
     server.set_parameters(params)
-    pev = ScriptedPev(server, rating_w=rating_w)
+    pev = Sep2PevClient(server, rating_w=rating_w)
     assert pev.register().status == 201
     assert pev.send_capability().status == 204
     for target in targets:

@@ -12,7 +12,7 @@ from firmware.j3072.gatekeeper import ApprovalFact
 from firmware.j3072.resources import Reply, Sep2Resources
 from firmware.j3072.session import SETPOINT_PERIOD_S, AuditRecord, J3072Hooks, J3072Session
 from firmware.j3072.site_parameters import SiteParameters
-from tests.firmware.j3072.pev_script import ScriptedPev
+from hil.models.j3072_pev import Sep2PevClient
 
 PARAMS = SiteParameters(
     der=DerSettings.from_dict({"f_nom_hz": 60, "v_nom_v": 240, "p_rated_w": 7600}),
@@ -59,7 +59,7 @@ class Rig:
             audit=[self.audit.append],
         )
         self.session.set_backend_v2x(self.backend)
-        self.pev = ScriptedPev(self.resources)
+        self.pev = Sep2PevClient(self.resources)
 
     def plug_in(self) -> None:
         self.session.start()
