@@ -815,9 +815,9 @@ def _ev_soc_never_below(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
 
 
 def _discharge_only_authorised(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
-    """The listed connectors give power back only while an ``authorise_discharge`` event is in force for
-    them (from the event until a ``withdraw_discharge``), with the manager's cycle as slack
-    (``tolerance_s``) after a withdrawal."""
+    """The listed connectors give power back only while an authorisation is in force for them: an
+    ``authorise_discharge`` event until a ``withdraw_discharge``, or a J3072 ``authorised`` decision until
+    the next denial; with ``tolerance_s`` of slack after a withdrawal (the manager's cycle, a PEV's poll)."""
     violations: list[str] = []
     given = 0
     for n in _check_connectors(spec):
@@ -830,6 +830,11 @@ def _discharge_only_authorised(spec: CheckSpec, facts: RunFacts) -> tuple[bool, 
                     allowed_since = r["t"]
                 elif r.get("action") == "withdraw_discharge":
                     allowed_since, withdrawn_at = None, r["t"]
+            elif r["src"] == src and r["ev"] == "j3072":
+                if r.get("decision") == "authorised":
+                    allowed_since = r["t"]
+                elif allowed_since is not None:
+                    allowed_since, withdrawn_at = None, r["t"]
             elif r["src"] == src and r["ev"] == "power" and float(r["W"]) < -POWER_FLOWING_W:
                 given += 1
                 if allowed_since is None and r["t"] - withdrawn_at > spec.tolerance_s + 1e-9:
@@ -837,6 +842,59 @@ def _discharge_only_authorised(spec: CheckSpec, facts: RunFacts) -> tuple[bool, 
     if violations:
         return False, f"{len(violations)} discharge record(s) without authorisation: " + "; ".join(violations[:5])
     return True, f"{given} discharge record(s), all under an authorisation"
+
+
+def _regulation_followed(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    """The connector's power follows the frequency-regulation signal (``regulation`` records, + = discharge):
+    after each new value, its power comes within ``tolerance_kw`` of it within ``within_s``. A value
+    replaced sooner than ``within_s`` counts only if it was reached before it was replaced."""
+    src = f"connector{spec.connector}"
+    signal = [r for r in facts.of("rig", "regulation") if r.get("connector") == spec.connector]
+    power = facts.of(src, "power")
+    if not signal:
+        return False, f"connector {spec.connector}: no regulation signal"
+    # A value repeated at the next period is held, not a new setpoint: the lag counts from its first record.
+    changes = [r for i, r in enumerate(signal) if i == 0 or r["kW"] != signal[i - 1]["kW"]]
+    tolerance_w = (spec.tolerance_kw if spec.tolerance_kw is not None else 0.3) * 1000
+    within = spec.within_s or 3.0
+    lags: list[float] = []
+    missed: list[str] = []
+    for r, following in zip(changes, [*changes[1:], None], strict=True):
+        target = -float(r["kW"]) * 1000
+        end = following["t"] if following is not None else (power[-1]["t"] if power else r["t"])
+        in_force = [p for p in power if p["t"] <= r["t"]][-1:]
+        candidates = in_force + [p for p in power if r["t"] < p["t"] < end]
+        reached = next((max(p["t"], r["t"]) for p in candidates if abs(p["W"] - target) <= tolerance_w), None)
+        if reached is not None:
+            lags.append(reached - r["t"])
+        elif end - r["t"] >= within:
+            missed.append(f"{r['kW']:+g} kW at t={r['t']:.1f}")
+    late = [lag for lag in lags if lag > within + 1e-9]
+    if not lags:
+        return False, f"connector {spec.connector}: no setpoint reached; missed {', '.join(missed[:5])}"
+    lags.sort()
+    evidence = (
+        f"{len(lags)} of {len(changes)} setpoint changes reached, lag median {lags[len(lags) // 2]:.2f} s, "
+        f"max {lags[-1]:.2f} s (within {within:g} s, ±{tolerance_w / 1000:g} kW)"
+    )
+    if missed or late:
+        return False, evidence + f"; missed {', '.join(missed[:5])}; {len(late)} late"
+    return True, evidence
+
+
+def _j3072_decision(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
+    """The connector's J3072 gate decided ``reason`` (``authorised`` or a denial reason): its last decision
+    by ``by`` (default: the end of the run) carries it."""
+    src = f"connector{spec.connector}"
+    until = spec.by if spec.by is not None else math.inf
+    decisions = [r for r in facts.records if r["src"] == src and r["ev"] == "j3072" and r["t"] <= until + 1e-9]
+    if not decisions:
+        return False, f"connector {spec.connector}: no J3072 decision" + (f" by t={until:g}" if spec.by else "")
+    last = decisions[-1]
+    seen = ", ".join(f"{r['reason']}@{r['t']:.1f}" for r in decisions[-4:])
+    if last["reason"] != spec.reason:
+        return False, f"connector {spec.connector}: last decision {last['reason']} ({last['detail']}); {seen}"
+    return True, f"connector {spec.connector}: {last['reason']} at t={last['t']:.1f} s ({last['detail']})"
 
 
 _CHECKS: dict[str, Callable[[CheckSpec, RunFacts], tuple[bool, str]]] = {
@@ -867,4 +925,6 @@ _CHECKS: dict[str, Callable[[CheckSpec, RunFacts], tuple[bool, str]]] = {
     "discharged": _discharged,
     "ev_soc_never_below": _ev_soc_never_below,
     "discharge_only_authorised": _discharge_only_authorised,
+    "j3072_decision": _j3072_decision,
+    "regulation_followed": _regulation_followed,
 }

@@ -23,16 +23,18 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from board.loader import resolve, shipped_boards
-from firmware.connector import ConnectorSettings
+from firmware.connector import Connector, ConnectorSettings
 from firmware.energy import bounds as energy_priority
 from firmware.energy.bounds import Bound
 from firmware.energy.der import DerController, DerOutput
 from firmware.energy.manager import SITE_EMS, ConnectorSpec, CycleResult, EnergyManager, EssConfig, SiteConfig
 from firmware.energy.site_controller import DER_PERIOD_S, SiteController
+from firmware.iec61851.pilot import MIN_OFFER_A
 from firmware.iso15118.ac_port import (
     ConnectorAcPort,
     NeedsFn,
@@ -54,11 +56,14 @@ from hal.sim.gpio_wiring import LockWiring
 from hal.sim.plant import Plant
 from hil.backend import Backend
 from hil.expect import CheckResult, RunFacts, evaluate
+from hil.j3072 import J3072Rig, pev_lfdi
 from hil.models.ev import CHARGE_EFFICIENCY, AcEv
 from hil.models.ev import TRACE_PERIOD_S as EV_TRACE_PERIOD_S
 from hil.models.evcc import Evcc, EvccConfig, EvccConfigError, EvccHooks, EvccResult, PowerDraw, V2gChannel
 from hil.models.evcc_config import EvSpec as EvccEvSpec
 from hil.models.evcc_link import EvEnd, memory_pair
+from hil.models.j3072_pev import ISM as J3072_CERTIFIED_ISM
+from hil.models.j3072_pev import J3072Pev
 from hil.scenario import (
     EV_FAULTS,
     CheckSpec,
@@ -99,6 +104,13 @@ HLC_MIN_SOC = 0.2
 #: The least current an onboard charger runs at (IEC 61851-1 Table A.8: 6 A is the least a charger
 #: offers), capped at the EV's maximum.
 HLC_MIN_CURRENT_A = 6.0
+
+#: A J3072 EV's inverter rating and reserve unless its scenario entry says otherwise (an L2 onboard
+#: inverter: 7.2 kW; the PEV keeps a fifth of its battery for driving).
+J3072_INVERTER_KW = 7.2
+J3072_RESERVE_SOC = 0.2
+#: The energy manager's connector input that carries a frequency-regulation signal.
+REGULATION = "regulation"
 
 LineSink = Callable[[dict[str, Any]], None]
 
@@ -285,6 +297,9 @@ class ScenarioRun:
         self._last_der: dict[int, tuple[float, float, str | None]] = {}
         # The SECC of each connector with an ISO 15118 EV (evs[].protocol), and its plug-ins.
         self.hlc: dict[int, HlcConnector] = {}
+        # SAE J3072 (site.j3072): a session per connector with a j3072 EV, stepped by its own task.
+        self.j3072: J3072Rig | None = None
+        self._j3072_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ time
     def now(self) -> float:
@@ -387,7 +402,7 @@ class ScenarioRun:
         )
         priority = {ev.connector: ev.priority for ev in self.scenario.evs}
         # A connector whose EV is bidirectional (ISO 15118-20 AC_BPT) may discharge once authorised.
-        bidirectional = {ev.connector for ev in self.scenario.evs if ev.energy == "AC_BPT"}
+        bidirectional = {ev.connector for ev in self.scenario.evs if ev.energy == "AC_BPT" or ev.j3072}
         connectors = {}
         specs = {}
         for n, charger in self.chargers.items():
@@ -427,6 +442,34 @@ class ScenarioRun:
             soc=self._ev_soc if bidirectional else None,
             bidirectional=self._carries_sign if bidirectional else None,
         )
+        self._build_j3072(connectors)
+
+    def _build_j3072(self, connectors: dict[int, Connector]) -> None:
+        """The J3072 sessions of the connectors with a j3072 EV (hil/j3072.py), wired like evse run's."""
+        site = self.scenario.site
+        if site is None or site.j3072 is None:
+            return
+        assert self.energy is not None and self.site_controller is not None
+        start = _epoch(self.scenario.backend.start)
+        self.j3072 = J3072Rig(
+            site.j3072,
+            frequency_hz=site.frequency_hz,
+            voltage_v=site.voltage_v,
+            clock=self.clock,
+            wall_clock=lambda: start + self.now(),
+            write=lambda src, ev, fields: self._write(src, ev, **fields),
+        )
+        # As evse run --j3072 wires it: an authorised PEV keeps the least PWM offer (firmware/j3072/service.py).
+        gated = {spec.connector for spec in self.scenario.evs if spec.j3072}
+        self.site_controller.offer_floor = lambda key: MIN_OFFER_A if key in gated else 0.0
+        for spec in self.scenario.evs:
+            if spec.j3072:
+                session = self.j3072.attach(
+                    spec.connector, connectors[spec.connector], self.energy, self.site_controller
+                )
+                ev = self.evs[spec.id]
+                assert isinstance(ev, J3072Pev)
+                ev.link = session.resources
 
     def _discharge_floor(self, connector: int) -> float | None:
         """The user's discharge floor (%) of the EV on ``connector`` (evs[].discharge_floor)."""
@@ -438,6 +481,8 @@ class ScenarioRun:
         return soc_provider({n: c.port for n, c in self.hlc.items()})(connector, now)
 
     def _carries_sign(self, connector: int) -> bool:
+        if self.j3072 is not None and connector in self.j3072.sessions:
+            return self.j3072.authorised(connector)
         hlc = self.hlc.get(connector)
         return hlc is not None and hlc.port.bidirectional
 
@@ -564,11 +609,12 @@ class ScenarioRun:
             self._last_battery = (now, battery.power_w)
 
     async def _stop_energy(self) -> None:
-        task, self._energy_task = self._energy_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._energy_task, self._j3072_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._energy_task = self._j3072_task = None
 
     def _make_ev(self, spec: EvSpec) -> AcEv:
         common: dict[str, Any] = {
@@ -584,6 +630,17 @@ class ScenarioRun:
         ev: AcEv
         if spec.hlc:
             ev = HlcEv(config=self._evcc_config(spec), **common)
+        elif spec.j3072:
+            ev = J3072Pev(
+                ism=spec.ism or J3072_CERTIFIED_ISM,
+                inverter_w=(spec.inverter_kw if spec.inverter_kw is not None else J3072_INVERTER_KW) * 1000,
+                reserve_soc=spec.reserve_soc if spec.reserve_soc is not None else J3072_RESERVE_SOC,
+                misbehave=spec.misbehave or "none",
+                lfdi=pev_lfdi(spec.id),
+                behaviour=spec.behaviour,
+                response_s=spec.response_s,
+                **common,
+            )
         else:
             ev = AcEv(behaviour=spec.behaviour, response_s=spec.response_s, **common)
         charger = self.chargers[spec.connector]
@@ -808,6 +865,10 @@ class ScenarioRun:
             for event in ev.trace_events(self.clock.monotonic()):
                 src, kind = str(event.pop("src")), str(event.pop("ev"))
                 self._write(src, kind, **event)
+            if isinstance(ev, J3072Pev):
+                for _, what, fields in ev.log:
+                    self._write(ev_id, "pev", what=what, **fields)
+                ev.log.clear()
         total = 0.0
         for n, charger in self.chargers.items():
             plant = charger.plant
@@ -840,6 +901,8 @@ class ScenarioRun:
             # share it applies marks the connector dirty, which notifies the board's change signal: the
             # model loop wakes and the EV sees the new offer at the next model step.
             self._energy_task = asyncio.create_task(self.site_controller.run())
+        if self.j3072 is not None:
+            self._j3072_task = asyncio.create_task(self.j3072.run())
         try:
             self._write("site", "grid", V=self.site.voltage_v, Hz=self.site.frequency_hz)
             for t, _, event in self.schedule():
@@ -942,6 +1005,14 @@ class ScenarioRun:
                 | "withdraw_discharge"
             ):
                 self._energy_act(event, clock_now)
+            case "backend_v2x":
+                assert self.j3072 is not None and event.allowed is not None
+                self.j3072.backend_v2x(event.connector, event.allowed)
+            case "j3072_parameters":
+                assert self.j3072 is not None and event.max_discharge_kw is not None
+                self.j3072.new_parameters(event.connector, event.max_discharge_kw)
+            case "regulation":
+                self._actions.append(asyncio.ensure_future(self._regulate(event)))
 
     def _energy_act(self, event: EventSpec, clock_now: float) -> None:
         """The site EMS, a grid operator or the site meter acting on the energy manager."""
@@ -973,6 +1044,27 @@ class ScenarioRun:
                 self.energy.authorise_discharge(event.connector, event.max_discharge_kw * 1000, source="scenario (V2B)")
             case "withdraw_discharge":
                 self.energy.authorise_discharge(event.connector, None)
+
+    async def _regulate(self, event: EventSpec) -> None:
+        """A frequency-regulation signal (an aggregator's AGC follow, seed 003): every ``period`` the
+        connector's next value as a bound on its power in the energy manager, which keeps it within what
+        the site and the discharge gate allow."""
+        assert self.energy is not None and event.signal_kw is not None
+        for kw in event.signal_kw:
+            now = self.clock.monotonic()
+            self.energy.set_connector_input(
+                event.connector,
+                Bound(
+                    REGULATION,
+                    min_w=-kw * 1000,
+                    max_w=-kw * 1000,
+                    priority=energy_priority.EMS,
+                    expires_at=now + 2 * event.period,
+                    detail=f"frequency regulation {kw:+.1f} kW (scenario)",
+                ),
+            )
+            self._write("rig", "regulation", connector=event.connector, kW=kw)
+            await self.clock.sleep(event.period)
 
     def _fault(self, charger: SimulatedCharger, ev: AcEv | None, event: EventSpec, *, on: bool) -> None:
         plant = charger.plant
@@ -1214,3 +1306,8 @@ def write_outputs(
 
         write_report(out_dir, trace_path=out_dir / "trace.jsonl", summary=summary)
     return RunResult(summary["passed"], checks, summary, out_dir)
+
+
+def _epoch(stamp: str) -> float:
+    """Unix seconds of a scenario's ``backend.start`` (YYYY-MM-DDTHH:MM:SSZ)."""
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()

@@ -141,6 +141,38 @@ class BatterySpec(_Model):
         return self
 
 
+J3072Edition = Literal["J3072_201505", "J3072_202103", "J3072_202406"]
+#: The editions a site accepts unless it says otherwise: the ones written for IEEE 1547-2018.
+_RECENT_EDITIONS: tuple[J3072Edition, ...] = ("J3072_202103", "J3072_202406")
+
+
+class J3072ApprovalSpec(_Model):
+    """The utility's ISM approval list the rig signs for the site (firmware/j3072/approval.py)."""
+
+    isms: list[str] = Field(default_factory=list)
+    #: valid (in force now), expired (its validity ended), tampered (altered after signing: refused, so no
+    #: list), none (the utility sent none yet).
+    state: Literal["valid", "expired", "tampered", "none"] = "valid"
+
+
+class J3072SiteSpec(_Model):
+    """The site's SAE J3072 set-up (docs/j3072.md): its interconnection settings, the utility's rules and
+    the backend's V2X permission. Every connector with a ``protocol: j3072`` EV runs a J3072 session."""
+
+    #: The interconnection agreement on file; none: the site is not configured (every PEV charge-only).
+    interconnection_agreement: str | None = "R21-HIL-0001"
+    max_discharge_kw: float = Field(default=7.2, ge=0)
+    max_charge_kw: float = Field(default=11.0, ge=0)
+    max_current_a: float = Field(default=32.0, ge=0)
+    accepted_editions: list[J3072Edition] = Field(default_factory=lambda: list(_RECENT_EDITIONS), min_length=1)
+    approval_required: bool = False
+    approval: J3072ApprovalSpec | None = None
+    backend_v2x: Literal["allow", "ask", "forbid"] = "allow"
+    #: The site's IEEE 1547 settings (the keys of firmware.energy.der_settings.DerSettings.from_dict);
+    #: f_nom_hz, v_nom_v and p_rated_w default to the site's frequency, voltage and max_discharge_kw.
+    der: dict[str, Any] = Field(default_factory=dict)
+
+
 class SiteSpec(_Model):
     grid_limit_kw: float | None = Field(default=None, gt=0)
     voltage_v: float = Field(default=230.0, gt=0, le=1000)
@@ -149,9 +181,12 @@ class SiteSpec(_Model):
     pv_kw: Profile | None = None
     energy_manager: EnergyManagerSpec | None = None
     battery: BatterySpec | None = None
+    j3072: J3072SiteSpec | None = None
 
     @model_validator(mode="after")
     def _manager(self) -> SiteSpec:
+        if self.j3072 is not None and self.energy_manager is None:
+            raise ValueError("j3072 needs an energy_manager (it grants the discharge the gate allows)")
         if self.energy_manager is not None and self.grid_limit_kw is None:
             raise ValueError("an energy_manager needs grid_limit_kw (the import limit it holds the site under)")
         if self.battery is not None and self.energy_manager is None:
@@ -188,7 +223,7 @@ class SettingsSpec(_Model):
 
 
 # ------------------------------------------------------------------------------------------ EVs
-HlcProtocol = Literal["none", "din", "iso2", "iso20"]
+HlcProtocol = Literal["none", "din", "iso2", "iso20", "j3072"]
 
 
 def _protocol_alias(value: Any) -> Any:
@@ -228,11 +263,21 @@ class EvSpec(_Model):
     #: The user's discharge floor (SoC, 0..1) for the energy manager: no V2G/V2B below it (R84, R135). For
     #: an AC_BPT EV; the manager learns the SoC from its ISO 15118-20 session.
     discharge_floor: float | None = Field(default=None, ge=0, le=1)
+    #: A ``protocol: j3072`` EV (a PWM EV with an onboard inverter and an IEEE 2030.5 client,
+    #: hil.models.j3072_pev): its ISM number, inverter rating, reserve SoC and misbehaviour.
+    ism: str | None = None
+    inverter_kw: float | None = Field(default=None, gt=0)
+    reserve_soc: float | None = Field(default=None, ge=0, le=1)
+    misbehave: Literal["none", "wrong-readback", "no-settings", "inject-anyway"] | None = None
 
     @property
     def hlc(self) -> bool:
         """Whether the EV uses high-level communication (ISO 15118 / DIN 70121) rather than PWM only."""
-        return self.protocol != "none"
+        return self.protocol in ("din", "iso2", "iso20")
+
+    @property
+    def j3072(self) -> bool:
+        return self.protocol == "j3072"
 
     @property
     def energy_transfer(self) -> str:
@@ -241,6 +286,10 @@ class EvSpec(_Model):
 
     @model_validator(mode="after")
     def _hlc(self) -> EvSpec:
+        if not self.j3072:
+            for name in ("ism", "inverter_kw", "reserve_soc", "misbehave"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} is for a J3072 EV: give protocol j3072 as well")
         if not self.hlc:
             for name in ("energy", "control_mode", "discharge_floor"):
                 if getattr(self, name) is not None:
@@ -309,6 +358,9 @@ ENERGY_ACTIONS = frozenset(
         "site_meter_restore",
         "authorise_discharge",
         "withdraw_discharge",
+        "backend_v2x",
+        "regulation",
+        "j3072_parameters",
     }
 )
 ENERGY_CHECKS = frozenset({"energy_fallback", "ess_soc_at_least", "ess_discharged", "demand_response_met"})
@@ -344,6 +396,9 @@ class EventSpec(_Model):
         "site_meter_restore",
         "authorise_discharge",
         "withdraw_discharge",
+        "backend_v2x",
+        "regulation",
+        "j3072_parameters",
     ]
     connector: int = Field(default=1, ge=1)
     ev: str | None = None
@@ -365,6 +420,11 @@ class EventSpec(_Model):
     reduce_kw: float | None = Field(default=None, gt=0)  # demand_response: by how much
     #: authorise_discharge: the most the connector may give back (the site EMS / BEMS opts the EV in, R136).
     max_discharge_kw: float | None = Field(default=None, ge=0)
+    allowed: bool | None = None  # backend_v2x: the backend allows (true) or forbids (false) V2X
+    #: regulation: a frequency-regulation signal for the connector (kW, + = discharge, as an aggregator's
+    #: AGC follow), one value every ``period`` from ``at``; the last one holds for one more period.
+    signal_kw: list[float] | None = Field(default=None, min_length=1)
+    period: Duration = 2.0
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -384,6 +444,9 @@ class EventSpec(_Model):
             "ems_setpoint": ("import_max_kw", "valid"),
             "demand_response": ("reduce_kw", "for_"),
             "authorise_discharge": ("max_discharge_kw",),
+            "backend_v2x": ("allowed",),
+            "regulation": ("signal_kw",),
+            "j3072_parameters": ("max_discharge_kw",),
         }
         missing = [name for name in needs.get(self.action, ()) if getattr(self, name) is None]
         if missing:
@@ -432,6 +495,8 @@ class CheckSpec(_Model):
         "discharged",
         "ev_soc_never_below",
         "discharge_only_authorised",
+        "j3072_decision",
+        "regulation_followed",
     ]
     after: Literal["unplug", "ev_stop", "fault", "pause"] | None = None
     within_ms: float | None = Field(default=None, gt=0)
@@ -465,6 +530,9 @@ class CheckSpec(_Model):
     #: v2g_sequence: V2G message names (as the ``v2g`` records name them, e.g. SessionSetupReq) that must
     #: appear in this order on the connector; other messages may come in between.
     messages: list[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]] | None = Field(default=None, min_length=1)
+    #: j3072_decision: the gate's reason (firmware.j3072.gatekeeper.REASONS; "authorised" when it authorised).
+    reason: str | None = None
+    tolerance_kw: float | None = Field(default=None, gt=0)  # regulation_followed: how close is reached
 
     @model_validator(mode="after")
     def _parameters(self) -> CheckSpec:
@@ -490,6 +558,7 @@ class CheckSpec(_Model):
             "v2g_sequence": ("messages",),
             "discharged": ("min_kwh",),
             "ev_soc_never_below": ("ev", "soc"),
+            "j3072_decision": ("reason",),
         }
         missing = [name for name in needs.get(self.check, ()) if getattr(self, name) is None]
         if missing:
@@ -563,6 +632,17 @@ class Scenario(_Model):
                 raise ValueError(f"evs[{i}]: a departure and energy need are for site.energy_manager")
             if ev.discharge_floor is not None and manager is None:
                 raise ValueError(f"evs[{i}]: a discharge_floor is for site.energy_manager (it holds it)")
+        j3072 = self.site.j3072 if self.site is not None else None
+        for i, ev in enumerate(self.evs):
+            if ev.j3072 and j3072 is None:
+                raise ValueError(f"evs[{i}]: a j3072 EV needs site.j3072 (the site's interconnection settings)")
+        gated = {ev.connector for ev in self.evs if ev.j3072}
+        for i, event in enumerate(self.events):
+            if event.action in ("backend_v2x", "j3072_parameters") and event.connector not in gated:
+                raise ValueError(f"events[{i}]: {event.action} on connector {event.connector}: no j3072 EV there")
+        for i, check in enumerate(self.expect):
+            if check.check == "j3072_decision" and check.connector not in gated:
+                raise ValueError(f"expect[{i}]: j3072_decision on connector {check.connector}: no j3072 EV there")
         bidirectional = {ev.connector for ev in self.evs if ev.energy == "AC_BPT"}
         for i, event in enumerate(self.events):
             if event.action in ("authorise_discharge", "withdraw_discharge") and event.connector not in bidirectional:

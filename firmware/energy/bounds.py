@@ -172,7 +172,8 @@ class BoundSet:
 
 
 def _resolve(links: list[Link]) -> Window:
-    """Intersect the inputs; drop the lowest priorities until the window is not empty."""
+    """Intersect the inputs; drop the lowest priorities until the window is not empty, then move the
+    window as close to each dropped input as the kept ones allow."""
     lo = max((link.bound.min_w for link in links), default=-math.inf)
     hi = min((link.bound.max_w for link in links), default=math.inf)
     if lo <= hi:  # the usual case, no conflict: one pass (the manager resolves every connector each cycle)
@@ -190,6 +191,12 @@ def _resolve(links: list[Link]) -> Window:
         lo = max((link.bound.min_w for link in kept), default=-math.inf)
         hi = min((link.bound.max_w for link in kept), default=math.inf)
         if lo <= hi:
+            # An overridden input still pulls the window towards itself as far as the kept ones allow
+            # (highest priority first): an aggregator asking 1 W more discharge than the gate grants gets
+            # the grant, not the far edge of the window.
+            for j in sorted(dropped, key=lambda k: (-active[k].bound.priority, k)):
+                bound = active[j].bound
+                lo, hi = max(lo, min(bound.min_w, hi)), min(hi, max(bound.max_w, lo))
             final = [replace(link, overridden=True) if j in dropped else link for j, link in enumerate(active)]
             kept_final = [link for j, link in enumerate(final) if j not in dropped]
             return Window(lo, hi, _argmin(kept_final, "max_w"), _argmax(kept_final, "min_w"), tuple(final))

@@ -91,6 +91,7 @@ class SiteController:
         discharge_floor: Callable[[int], float | None] | None = None,
         soc: Callable[[int, float], float | None] | None = None,
         bidirectional: Callable[[int], bool] | None = None,
+        offer_floor: Callable[[int], float] | None = None,
     ) -> None:
         missing = set(connectors) - set(manager.connectors)
         if missing:
@@ -123,6 +124,10 @@ class SiteController:
         self.soc = soc
         #: Whether a connector's session carries a signed setpoint now (see the module docstring).
         self.bidirectional = bidirectional
+        #: The least current (A) a connector's pilot keeps offering while its session carries the sign:
+        #: a J3072 PEV follows its 2030.5 setpoint, and a PWM offer under 6 A would make it pause and open
+        #: the contactor at every small or zero setpoint (firmware/j3072/service.py).
+        self.offer_floor = offer_floor
 
     async def run(self) -> None:
         """A cycle every ``period_s``; with DER functions, the grid is also checked every
@@ -281,6 +286,8 @@ class SiteController:
         watts = -share.power_w if signed else max(0.0, share.power_w)
         amps = watts / (spec.voltage_v * connector.phases_for_limits)
         amps = math.floor(amps * 10 + 1e-9) / 10  # 0.1 A steps: never above the share
+        if self.offer_floor is not None and not share.paused and self._carries_sign(key):
+            amps = max(amps, self.offer_floor(key))
         lifetime = SHARE_LIFETIME_CYCLES * self.manager.site.period_s
         # The signed share lives as long as the limit it goes with; a negative one only where the session
         # carries the sign (elsewhere the connector cannot discharge: it is paused at 0 A).

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from firmware.iec61851.pilot import MIN_OFFER_A
 from firmware.j3072.config import J3072Config
 from firmware.j3072.gatekeeper import ApprovalFact
 from firmware.j3072.http import Sep2HttpServer, server_tls_context
@@ -112,6 +113,9 @@ class J3072Service:
             controller.bidirectional = lambda key: (
                 session.authorised if key == n else bool(previous(key)) if previous is not None else False
             )
+            # While authorised the PEV follows its 2030.5 setpoint; the pilot keeps the least PWM offer so
+            # a small or zero setpoint does not pause it (IEC 61851-1: under 6 A means stop).
+            controller.offer_floor = lambda key: MIN_OFFER_A if key == n else 0.0
         tls = server_tls_context(config.server_cert, config.server_key, config.pev_roots)
         server = Sep2HttpServer(resources, tls, host=config.bind, port=config.port)
         service = cls(config, session, resources, server, approvals=approvals)
