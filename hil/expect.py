@@ -846,8 +846,8 @@ def _discharge_only_authorised(spec: CheckSpec, facts: RunFacts) -> tuple[bool, 
 
 def _regulation_followed(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
     """The connector's power follows the frequency-regulation signal (``regulation`` records, + = discharge):
-    after each new value, its power comes within ``tolerance_kw`` of it within ``within_s``. A value
-    replaced sooner than ``within_s`` counts only if it was reached before it was replaced."""
+    after each new value (in the window ``from_s``..``to_s``), its power comes within ``tolerance_kw`` of it
+    within ``within_s``. A value replaced sooner than ``within_s`` counts only if it was reached before."""
     src = f"connector{spec.connector}"
     signal = [r for r in facts.of("rig", "regulation") if r.get("connector") == spec.connector]
     power = facts.of(src, "power")
@@ -855,11 +855,15 @@ def _regulation_followed(spec: CheckSpec, facts: RunFacts) -> tuple[bool, str]:
         return False, f"connector {spec.connector}: no regulation signal"
     # A value repeated at the next period is held, not a new setpoint: the lag counts from its first record.
     changes = [r for i, r in enumerate(signal) if i == 0 or r["kW"] != signal[i - 1]["kW"]]
+    lo, hi = _window(spec)
+    following_of = {id(r): f for r, f in zip(changes, [*changes[1:], None], strict=True)}
+    changes = [r for r in changes if lo <= r["t"] < hi]
     tolerance_w = (spec.tolerance_kw if spec.tolerance_kw is not None else 0.3) * 1000
     within = spec.within_s or 3.0
     lags: list[float] = []
     missed: list[str] = []
-    for r, following in zip(changes, [*changes[1:], None], strict=True):
+    for r in changes:
+        following = following_of[id(r)]
         target = -float(r["kW"]) * 1000
         end = following["t"] if following is not None else (power[-1]["t"] if power else r["t"])
         in_force = [p for p in power if p["t"] <= r["t"]][-1:]

@@ -111,6 +111,8 @@ J3072_INVERTER_KW = 7.2
 J3072_RESERVE_SOC = 0.2
 #: The energy manager's connector input that carries a frequency-regulation signal.
 REGULATION = "regulation"
+#: A regulation signal's default period: AGC frequency regulation moves every few seconds (seed 003).
+REGULATION_PERIOD_S = 2.0
 
 LineSink = Callable[[dict[str, Any]], None]
 
@@ -1050,6 +1052,7 @@ class ScenarioRun:
         connector's next value as a bound on its power in the energy manager, which keeps it within what
         the site and the discharge gate allow."""
         assert self.energy is not None and event.signal_kw is not None
+        period = event.period if event.period is not None else REGULATION_PERIOD_S
         for kw in event.signal_kw:
             now = self.clock.monotonic()
             self.energy.set_connector_input(
@@ -1059,12 +1062,12 @@ class ScenarioRun:
                     min_w=-kw * 1000,
                     max_w=-kw * 1000,
                     priority=energy_priority.EMS,
-                    expires_at=now + 2 * event.period,
+                    expires_at=now + 2 * period,
                     detail=f"frequency regulation {kw:+.1f} kW (scenario)",
                 ),
             )
             self._write("rig", "regulation", connector=event.connector, kW=kw)
-            await self.clock.sleep(event.period)
+            await self.clock.sleep(period)
 
     def _fault(self, charger: SimulatedCharger, ev: AcEv | None, event: EventSpec, *, on: bool) -> None:
         plant = charger.plant

@@ -422,9 +422,9 @@ class EventSpec(_Model):
     max_discharge_kw: float | None = Field(default=None, ge=0)
     allowed: bool | None = None  # backend_v2x: the backend allows (true) or forbids (false) V2X
     #: regulation: a frequency-regulation signal for the connector (kW, + = discharge, as an aggregator's
-    #: AGC follow), one value every ``period`` from ``at``; the last one holds for one more period.
+    #: AGC follow), one value every ``period`` (default 2 s) from ``at``; the last one holds one more period.
     signal_kw: list[float] | None = Field(default=None, min_length=1)
-    period: Duration = 2.0
+    period: Duration | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

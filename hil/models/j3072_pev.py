@@ -174,6 +174,13 @@ class Sep2PevClient:
         watts = int(target.findtext(f"{Q}value") or 0) * 10.0**multiplier
         return control.findtext(f"{Q}mRID") or "", watts, control.get("replyTo")
 
+    def program_version(self) -> int | None:
+        """The J3072 DERProgram's version: it changes when the site parameters do."""
+        reply = self.call("GET", "/edev/1/derp/1")
+        if reply.status != 200:
+            return None
+        return int(ET.fromstring(reply.body).findtext(f"{Q}version") or 0)
+
     def respond(self, mrid: str, reply_to: str, status: int = 2) -> Reply:
         """A Response to a DERControl (status 2: event started)."""
         return self.call(
@@ -217,11 +224,13 @@ class J3072Pev(AcEv):
         self._plugged_at: float | None = None
         self._next_poll: float | None = None
         self._answered: set[str] = set()
+        self._version: int | None = None
 
     def plug_in(self, now: float) -> None:
         super().plug_in(now)
         self._plugged_at, self._next_poll, self.target_w, self.client = now, None, None, None
         self._answered.clear()
+        self._version = None
 
     def unplug(self, now: float) -> None:
         super().unplug(now)
@@ -262,6 +271,10 @@ class J3072Pev(AcEv):
         if self._next_poll is None or now < self._next_poll - 1e-9:
             return
         self._next_poll = now + POLL_S
+        version = self.client.program_version()
+        if version != self._version:  # the site's parameters changed: read and apply them again
+            self._version = version
+            self._apply_parameters(now, self.client)
         control = self.client.active_control()
         self.target_w = control[1] if control is not None else None
         if control is not None and control[0] not in self._answered and control[2]:
@@ -275,6 +288,10 @@ class J3072Pev(AcEv):
         for what, call in steps:
             reply = call()
             self.log.append((now, what, {"status": reply.status}))
+        self._version = client.program_version()
+        self._apply_parameters(now, client)
+
+    def _apply_parameters(self, now: float, client: Sep2PevClient) -> None:
         if client.call("GET", "/edev/1/derp/1/dderc").status != 200:
             self.log.append((now, "no_site_parameters", {}))
             return
@@ -283,4 +300,6 @@ class J3072Pev(AcEv):
             return
         wrong = self.inverter_w if self.misbehave == "wrong-readback" else None
         reply = client.apply_and_report(params, max_discharge_w=wrong)
-        self.log.append((now, "settings", {"status": reply.status}))
+        self.log.append(
+            (now, "settings", {"status": reply.status, "setMaxDischargeRateW": params["setMaxDischargeRateW"]})
+        )

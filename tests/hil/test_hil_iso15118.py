@@ -256,7 +256,7 @@ expect:
         ("control_mode: scheduled", "sessions, count: 1", "control_mode is for an ISO 15118 EV"),
         ("protocol: iso2, behaviour: greedy", "sessions, count: 1", "behaviour describe how a PWM EV follows"),
         ("protocol: iso20, response_s: 2", "sessions, count: 1", "response_s describe how a PWM EV follows"),
-        ("protocol: iso15118", "sessions, count: 1", "Input should be 'none', 'din', 'iso2' or 'iso20'"),
+        ("protocol: iso15118", "sessions, count: 1", "Input should be 'none', 'din', 'iso2', 'iso20' or 'j3072'"),
         ("protocol: none", "no_power_before", "reads the ISO 15118 session on connector 1"),
         ("protocol: iso2", "v2g_sequence, connector: 2, messages: [SessionSetupReq]", "on connector 2"),
         ("protocol: iso2", "v2g_sequence", "check 'v2g_sequence' needs messages"),

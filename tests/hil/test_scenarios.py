@@ -19,6 +19,8 @@ import firmware.connector
 import firmware.energy.manager
 import firmware.iec61851.machine
 import firmware.iec61851.pilot
+import firmware.j3072.approval
+import firmware.j3072.session
 import firmware.ocpp.station
 import firmware.safety.supervisor
 from firmware.connector import Connector
@@ -28,6 +30,7 @@ from firmware.energy.manager import SITE_EMS, EnergyManager
 from firmware.energy.phases import PhaseDecision, PhasePolicy, PhaseTrack
 from firmware.iec61851.machine import ConnectorMachine
 from firmware.iso15118.ac_port import ConnectorAcPort
+from firmware.j3072.gatekeeper import Decision
 from firmware.limits import Effective, LimitSet
 from firmware.ocpp.station import OcppStation
 from firmware.safety.faults import FaultCode
@@ -247,6 +250,26 @@ def _discharge_never_authorised(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(EnergyManager, "authorise_discharge", withdrawn)
 
 
+def _j3072_setpoints_never_published(mp: pytest.MonkeyPatch) -> None:
+    """The J3072 session authorises but never tells the PEV its setpoint."""
+    mp.setattr(firmware.j3072.session.J3072Session, "_publish", lambda self: None)
+
+
+def _j3072_readback_not_checked(mp: pytest.MonkeyPatch) -> None:
+    """The gate takes any DERSettings the PEV reports as applied."""
+    mp.setattr(firmware.j3072.session, "check_readback", lambda params, settings: ())
+
+
+def _j3072_expiry_not_checked(mp: pytest.MonkeyPatch) -> None:
+    """An approval list approves after its validity ended."""
+    mp.setattr(firmware.j3072.approval, "_validity", lambda approvals, now: None)
+
+
+def _j3072_gate_open(mp: pytest.MonkeyPatch) -> None:
+    """The gate authorises every PEV (default allow instead of default deny)."""
+    mp.setattr(firmware.j3072.session, "evaluate", lambda facts: Decision(True, "authorised", "gate open"))
+
+
 BREAKAGES: dict[str, Breakage] = {
     "home-ems-fallback": _expired_limits_dropped,
     "unplug-in-every-state": _slow_unplug_detection,
@@ -273,6 +296,12 @@ BREAKAGES: dict[str, Breakage] = {
     "iso15118-ac-session": _hlc_limits_ignored,
     "mcu-coprocessor-rcd": _coprocessor_ignores_the_rcd,
     "hotel-v2b-peak-shaving": _discharge_never_authorised,
+    "j3072-frequency-regulation": _j3072_setpoints_never_published,
+    "j3072-denials-pev": _j3072_readback_not_checked,
+    "j3072-approval-list-expired": _j3072_expiry_not_checked,
+    "j3072-approval-list-tampered": _j3072_gate_open,
+    "j3072-site-not-configured": _j3072_gate_open,
+    "j3072-backend-forbids-v2x": _j3072_gate_open,
 }
 
 
