@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from firmware.connector import ConnectorSettings
+from firmware.energy.bounds import Bound
 from firmware.energy.der import DerController, DerSettings
 from firmware.energy.manager import ConnectorSpec, EnergyManager, SiteConfig
 from firmware.energy.site_controller import SiteController
@@ -224,5 +225,42 @@ def test_a_switching_charger_goes_to_one_phase_below_6_a_and_back_after_the_hyst
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await charger.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("carries_sign", "share_kw", "expected_a"), [(True, 2.0, 6.0), (False, 2.0, 0.0)])
+def test_a_session_that_carries_the_sign_keeps_the_least_offer(
+    tmp_path: Path, carries_sign: bool, share_kw: float, expected_a: float
+) -> None:
+    """A J3072 PEV follows its 2030.5 setpoint: while its session carries the sign, a setpoint below what
+    a PWM offer can express keeps the least offer (6 A), so the EV is not paused; otherwise the manager's
+    small share pauses it as any PWM EV (under 6 A means stop, IEC 61851-1)."""
+
+    async def scenario() -> None:
+        async with two_chargers(tmp_path) as (clock, chargers):
+            connectors = {n: c.connector for n, c in chargers.items() if c.connector is not None}
+            energy = manager(30)
+            control = SiteController(
+                energy,
+                connectors,  # type: ignore[arg-type]
+                clock=clock,
+                site_meter=lambda: 0.0,
+                bidirectional=lambda key: carries_sign and key == 1,
+                offer_floor=lambda key: 6.0 if key == 1 else 0.0,
+            )
+            energy.set_connector_input(1, Bound("aggregator", min_w=share_kw * 1000, max_w=share_kw * 1000))
+            plug_and_draw(chargers[1], 0.0)
+            task = asyncio.create_task(control.run())
+            try:
+                for _ in range(5):
+                    await clock.advance(1.0)
+                why = energy.last.explain() if energy.last else ""
+                assert offered(chargers[1]) == pytest.approx(expected_a, abs=0.1), why
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     asyncio.run(scenario())
