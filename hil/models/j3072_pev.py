@@ -121,18 +121,8 @@ class Sep2PevClient:
             v_ref = params["setVRef"]
         if max_discharge_w is None:
             max_discharge_w = min(params["setMaxDischargeRateW"], self.rating_w * params["opModMaxLimW"] // 10000)
-        es = "".join(
-            f"<{k}>{params[k]}</{k}>"
-            for k in (
-                "setESDelay",
-                "setESHighFreq",
-                "setESHighVolt",
-                "setESLowFreq",
-                "setESLowVolt",
-                "setESRampTms",
-                "setESRandomDelay",
-            )
-        )
+        # The setES* names sort in the schema's order (sep.xsd DERSettings).
+        es = "".join(f"<{k}>{params[k]}</{k}>" for k in sorted(k for k in params if k.startswith("setES")))
         body = (
             f'<DERSettings xmlns="{NS}"><modesEnabled>{modes}</modesEnabled>{es}'
             f"<setGradW>{params['setGradW']}</setGradW>"

@@ -18,6 +18,7 @@ from hal.clock import RealClock
 from hil.models.evcc import Evcc
 from hil.models.evcc_config import EvccConfig, EvSpec
 from hil.models.evcc_session import EvccHooks, PowerDraw
+from tests.e2e.processes import stop
 
 SECC_TOML = """
 interface = "secc0"
@@ -89,11 +90,7 @@ async def main_async(work: Path) -> dict[str, Any]:
             "faults": status["faults"],
         }
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()
 
 

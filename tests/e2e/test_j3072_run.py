@@ -24,6 +24,7 @@ from firmware.control import request
 from firmware.j3072.resources import Reply, lfdi_of
 from firmware.journal import Journal
 from hil.models.j3072_pev import Sep2PevClient
+from tests.e2e.processes import stop
 from tests.firmware.ocpp.certs import Pki, make_pki
 
 TIMEOUT_S = 60.0
@@ -151,11 +152,7 @@ def test_evse_run_gates_a_j3072_pev(tmp_path: Path) -> None:
     try:
         asyncio.run(scenario())
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()
     journal = Journal.open_read_only(data / "journal.db")
     reasons = [d.reason for d in reversed(journal.j3072_decisions(1))]

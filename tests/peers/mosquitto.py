@@ -19,7 +19,6 @@ to start raises :class:`MosquittoError` with the tail of its log.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import pwd
 import shutil
@@ -31,6 +30,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from tests.peers.peer_venv import install_lock
 
 INSTALL_TIMEOUT_S = 300.0
 START_TIMEOUT_S = 10.0
@@ -86,25 +87,14 @@ def ensure_mosquitto(timeout: float = INSTALL_TIMEOUT_S) -> tuple[str, str]:
     if os.geteuid() != 0:
         raise MosquittoError("mosquitto is not installed and installing it needs root: apt-get install -y mosquitto")
     deadline = time.monotonic() + timeout
-    with open(_LOCK_FILE, "a+b") as lock:
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise MosquittoError(f"waited {timeout:.0f} s for another mosquitto install") from None
-                time.sleep(0.2)
-        try:
-            found = find_mosquitto()  # another worker may have installed it while this one waited
-            if found:
-                return found
-            # Lists may be absent or stale on a fresh machine: update once, right before the install.
-            lock_wait = ["-o", "DPkg::Lock::Timeout=120"]
-            _run_apt([apt_get, *lock_wait, "update"], deadline)
-            _run_apt([apt_get, *lock_wait, "install", "-y", "--no-install-recommends", "mosquitto"], deadline)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with install_lock(_LOCK_FILE, deadline, MosquittoError(f"waited {timeout:.0f} s for another mosquitto install")):
+        found = find_mosquitto()  # another worker may have installed it while this one waited
+        if found:
+            return found
+        # Lists may be absent or stale on a fresh machine: update once, right before the install.
+        lock_wait = ["-o", "DPkg::Lock::Timeout=120"]
+        _run_apt([apt_get, *lock_wait, "update"], deadline)
+        _run_apt([apt_get, *lock_wait, "install", "-y", "--no-install-recommends", "mosquitto"], deadline)
     found = find_mosquitto()
     if found is None:
         raise MosquittoError("apt-get installed mosquitto but mosquitto or mosquitto_passwd is still not found")

@@ -11,6 +11,7 @@ download fails instead of eating the whole budget.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -19,11 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PeerVenvError", "ensure_venv", "peer_dir", "venv_python"]
+__all__ = ["PeerVenvError", "ensure_venv", "install_lock", "peer_dir", "venv_python"]
 
 VENV_TIMEOUT_S = 120.0
 PIP_SOCKET_TIMEOUT_S = 60
@@ -105,18 +106,26 @@ def ensure_venv(
         return venv_python(directory)
     deadline = time.monotonic() + timeout
     lock_file = Path(tempfile.gettempdir()) / f"evse-peer-install-{directory.name}.lock"
-    with open(lock_file, "a+b") as lock:
+    with install_lock(lock_file, deadline, error(f"waited {timeout:.0f} s for another install of {directory}")):
+        if not _installed(directory, requirements):  # another worker may have installed it meanwhile
+            _install(directory, requirements, probe, deadline, error)
+    return venv_python(directory)
+
+
+@contextlib.contextmanager
+def install_lock(path: Path, deadline: float, timed_out: Exception) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (parallel test workers install a peer once); ``timed_out`` is
+    raised when another holder keeps it past ``deadline``."""
+    with open(path, "a+b") as lock:
         while True:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise error(f"waited {timeout:.0f} s for another install of {directory}") from None
+                    raise timed_out from None
                 time.sleep(0.2)
         try:
-            if not _installed(directory, requirements):  # another worker may have installed it meanwhile
-                _install(directory, requirements, probe, deadline, error)
+            yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    return venv_python(directory)
