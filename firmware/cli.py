@@ -18,13 +18,13 @@ import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from board.loader import BoardError, load_board, shipped_boards
 from hal.errors import HalError
 
 if TYPE_CHECKING:
-    from firmware.journal import SessionRecord
+    from firmware.journal import Journal, SessionRecord
 
 
 def _cmd_board_list(args: argparse.Namespace) -> int:
@@ -203,22 +203,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_sessions(args: argparse.Namespace) -> int:
-    import json
+T = TypeVar("T")
 
+
+def query_journal(args: argparse.Namespace, command: str, query: Callable[[Journal], T]) -> tuple[int, T | None]:
+    """``query`` on the journal of ``--journal`` or ``--data-dir``, read-only: (0, its answer), or the exit
+    status and None after saying what went wrong."""
     from firmware.journal import Journal, JournalError
 
     path = Path(args.journal) if args.journal else Path(args.data_dir) / "journal.db"
     if not path.is_file():
-        print(f"evse sessions: no journal at {path} (give --journal FILE or --data-dir DIR)", file=sys.stderr)
-        return 2
+        print(f"evse {command}: no journal at {path} (give --journal FILE or --data-dir DIR)", file=sys.stderr)
+        return 2, None
     try:
         # Read-only: never creates, migrates or writes the file; WAL lets it read while `evse run` writes.
         with Journal.open_read_only(path) as journal:
-            records = journal.sessions(args.connector, args.limit or None)
+            return 0, query(journal)
     except JournalError as exc:
-        print(f"evse sessions: {exc}", file=sys.stderr)
-        return 1
+        print(f"evse {command}: {exc}", file=sys.stderr)
+        return 1, None
+
+
+def _cmd_sessions(args: argparse.Namespace) -> int:
+    import json
+
+    code, records = query_journal(
+        args, "sessions", lambda journal: journal.sessions(args.connector, args.limit or None)
+    )
+    if records is None:
+        return code
     if args.json:
         for record in records:
             print(json.dumps(session_json(record), ensure_ascii=False))

@@ -6,10 +6,9 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from firmware.journal import J3072Decision, Journal, JournalError
+from firmware.journal import J3072Decision
 
 __all__ = ["add_parser", "decisions_table"]
 
@@ -26,19 +25,16 @@ def add_parser(sub: Any) -> None:
 
 
 def _cmd_j3072(args: argparse.Namespace) -> int:
-    path = Path(args.journal) if args.journal else Path(args.data_dir) / "journal.db"
-    if not path.is_file():
-        print(f"evse j3072: no journal at {path} (give --journal FILE or --data-dir DIR)", file=sys.stderr)
-        return 2
     if (args.connector is not None and args.connector < 1) or args.limit < 0:
         print("evse j3072: --connector must be >= 1 and --limit >= 0", file=sys.stderr)
         return 2
-    try:
-        with Journal.open_read_only(path) as journal:
-            decisions = journal.j3072_decisions(args.connector, args.limit or None)
-    except JournalError as exc:
-        print(f"evse j3072: {exc}", file=sys.stderr)
-        return 1
+    from firmware.cli import query_journal
+
+    code, decisions = query_journal(
+        args, "j3072", lambda journal: journal.j3072_decisions(args.connector, args.limit or None)
+    )
+    if decisions is None:
+        return code
     if args.json:
         for d in decisions:
             print(json.dumps(d.as_dict(), ensure_ascii=False))

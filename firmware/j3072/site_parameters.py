@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from firmware.energy.der_curves import PiecewiseCurve
 from firmware.energy.der_settings import DerSettings
 from firmware.energy.der_trip import TripSetting
 
@@ -228,33 +229,18 @@ class SiteParameters:
                         DerCurve(key, points, TIME_MULTIPLIER, PERCENT_MULTIPLIER if volt else HZ_MULTIPLIER, 0)
                     )
         if der.reactive_mode == "volt_var":
-            c = der.volt_var_curve
             # x: percent of setVRef; y: percent of setMaxVar (DERUnitRefType 2), signed, + = injecting.
-            points = tuple(CurveData(round(x * 10000), round(y * 10000)) for x, y in zip(c.x, c.y, strict=True))
-            curves.append(
-                DerCurve(
-                    "opModVoltVar",
-                    points,
-                    PERCENT_MULTIPLIER,
-                    PERCENT_MULTIPLIER,
-                    Y_REF_MAX_VAR,
-                    _hundredths(c.response_time_s),
-                )
-            )
+            curves.append(_percent_curve("opModVoltVar", der.volt_var_curve, Y_REF_MAX_VAR))
         if der.volt_watt_enabled:
-            c = der.volt_watt_curve
-            points = tuple(CurveData(round(x * 10000), round(y * 10000)) for x, y in zip(c.x, c.y, strict=True))
-            curves.append(
-                DerCurve(
-                    "opModVoltWatt",
-                    points,
-                    PERCENT_MULTIPLIER,
-                    PERCENT_MULTIPLIER,
-                    Y_REF_MAX_W,
-                    _hundredths(c.response_time_s),
-                )
-            )
+            # x: percent of setVRef; y: percent of setMaxW (DERUnitRefType 1).
+            curves.append(_percent_curve("opModVoltWatt", der.volt_watt_curve, Y_REF_MAX_W))
         return tuple(curves)
+
+
+def _percent_curve(key: str, curve: PiecewiseCurve, y_ref_type: int) -> DerCurve:
+    """A per-unit curve as a 2030.5 DERCurve in hundredths of a percent, with its open-loop response time."""
+    points = tuple(CurveData(round(x * 10000), round(y * 10000)) for x, y in zip(curve.x, curve.y, strict=True))
+    return DerCurve(key, points, PERCENT_MULTIPLIER, PERCENT_MULTIPLIER, y_ref_type, _hundredths(curve.response_time_s))
 
 
 def _trip(settings: tuple[TripSetting, ...], prefix: str) -> list[TripSetting]:
