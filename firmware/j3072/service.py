@@ -20,12 +20,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from firmware.iec61851.pilot import MIN_OFFER_A
-from firmware.j3072.config import J3072Config
+from firmware.j3072.config import J3072Config, J3072ConfigError
 from firmware.j3072.gatekeeper import ApprovalFact
 from firmware.j3072.http import Sep2HttpServer, server_tls_context
 from firmware.j3072.report import ocpp_messages
@@ -116,7 +117,11 @@ class J3072Service:
             # While authorised the PEV follows its 2030.5 setpoint; the pilot keeps the least PWM offer so
             # a small or zero setpoint does not pause it (IEC 61851-1: under 6 A means stop).
             controller.offer_floor = lambda key: MIN_OFFER_A if key == n else 0.0
-        tls = server_tls_context(config.server_cert, config.server_key, config.pev_roots)
+        try:
+            tls = server_tls_context(config.server_cert, config.server_key, config.pev_roots)
+        except (OSError, ssl.SSLError) as exc:
+            files = f"{config.server_cert}, {config.server_key}, {config.pev_roots}"
+            raise J3072ConfigError(f"the 2030.5 server's TLS files ({files}): {exc}") from exc
         server = Sep2HttpServer(resources, tls, host=config.bind, port=config.port)
         service = cls(config, session, resources, server, approvals=approvals)
         session.audit.append(service._audit)
@@ -224,7 +229,10 @@ def _approval_store(config: J3072Config, wall_clock: Callable[[], float]) -> Any
         return None
     from firmware.j3072.approval import ApprovalStore, load_trusted_keys
 
-    trusted = load_trusted_keys({name: path.read_text() for name, path in config.trusted_issuers.items()})
+    try:
+        trusted = load_trusted_keys({name: path.read_text() for name, path in config.trusted_issuers.items()})
+    except OSError as exc:
+        raise J3072ConfigError(f"utility.trusted_issuers: cannot read a key file: {exc}") from exc
     store = ApprovalStore(config.approval_list, trusted, config.service_area, wall_clock=wall_clock)
     store.load()
     if store.last_error:

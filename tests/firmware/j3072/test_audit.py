@@ -124,3 +124,23 @@ def test_service_reports_through_the_outbox_and_follows_plug_events(tmp_path: Pa
     assert not service.session.active
     assert journal.j3072_decisions(1)[0].reason == "session_ended"
     journal.close()
+
+
+@pytest.mark.parametrize("broken", ["server_key", "trusted_issuers"])
+def test_unusable_files_are_clear_errors_at_start(tmp_path: Path, broken: str) -> None:
+    """`evse run --j3072` stops with the file named (a ValueError, which `evse run` prints), no traceback."""
+    from firmware.j3072.config import J3072ConfigError, parse_j3072_config
+    from tests.firmware.ocpp.certs import make_pki
+
+    pki = make_pki(tmp_path)
+    doc: dict[str, object] = {
+        "bind": "127.0.0.1",
+        "server_cert": str(pki.server_cert),
+        "server_key": str(tmp_path / "missing.key") if broken == "server_key" else str(pki.server_key),
+        "pev_roots": str(pki.ca_cert),
+        "utility": {"approval_required": True, "approval_list": str(tmp_path / "a.json"),
+                    "trusted_issuers": {"U": str(tmp_path / "missing.pem")}} if broken == "trusted_issuers" else
+                   {"approval_required": False},
+    }  # fmt: skip
+    with pytest.raises(J3072ConfigError, match="missing"):
+        J3072Service.build(parse_j3072_config(doc), monotonic=lambda: 0.0, wall_clock=lambda: 1e9)
