@@ -372,7 +372,7 @@ def _parse_value(text: str) -> object:
         return text
 
 
-def _count(minimum: int) -> Callable[[str], int]:
+def count(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -466,8 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--data-dir", default="evse-data", help="read DATA_DIR/journal.db (default: evse-data)")
     where.add_argument("--journal", metavar="FILE", help="the session journal (SQLite) to read")
-    p.add_argument("--connector", type=_count(1), metavar="N", help="only the sessions of connector N")
-    p.add_argument("--limit", type=_count(0), default=20, metavar="N", help="at most N sessions (default 20; 0: all)")
+    p.add_argument("--connector", type=count(1), metavar="N", help="only the sessions of connector N")
+    p.add_argument("--limit", type=count(0), default=20, metavar="N", help="at most N sessions (default 20; 0: all)")
     p.add_argument("--json", action="store_true", help="one JSON object per line: billing record or running values")
     p.set_defaults(func=_cmd_sessions)
 

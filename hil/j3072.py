@@ -24,7 +24,6 @@ from firmware.energy.der_settings import DerSettings
 from firmware.energy.manager import EnergyManager
 from firmware.energy.site_controller import SiteController
 from firmware.j3072.approval import ApprovalListError, ApprovalStore, document, parse_and_verify, sign_list
-from firmware.j3072.gatekeeper import ApprovalFact
 from firmware.j3072.resources import Sep2Resources
 from firmware.j3072.session import AuditRecord, J3072Hooks, J3072Session
 from firmware.j3072.site_parameters import SiteParameters
@@ -119,7 +118,7 @@ class J3072Rig:
             manager_v2x=lambda: (True, "the site's V2X program runs this connector"),
         )
         if approvals is not None:
-            hooks.approval = lambda ism: _fact(approvals, ism)
+            hooks.approval = approvals.check
         session = J3072Session(
             n,
             Sep2Resources(wall_clock=self.wall_clock, evse_id=f"EVSE-{n}"),
@@ -172,11 +171,6 @@ class J3072Rig:
             "max_discharge_W": round(record.max_discharge_w, 1),
         }
         self.write(f"connector{n}", "j3072", fields)
-
-
-def _fact(store: ApprovalStore, ism: str) -> ApprovalFact:
-    check = store.check(ism)
-    return ApprovalFact(check.approved, check.reason, check.detail)
 
 
 def _parse_at(data: bytes, key: ec.EllipticCurvePrivateKey, at: float) -> Any:

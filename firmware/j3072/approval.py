@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from firmware.files import write_atomic
+from firmware.j3072.gatekeeper import ApprovalFact
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,8 @@ class ApprovalList:
     ism_numbers: frozenset[str]
 
 
-@dataclass(frozen=True)
-class ApprovalCheck:
-    approved: bool
-    reason: str  # approved | no_list | list_expired | list_not_yet_valid | ism_not_listed
-    detail: str
+#: The list's answer for one ISM number is the gate's approval fact itself (approved, reason, detail).
+ApprovalCheck = ApprovalFact
 
 
 def canonical(document: Mapping[str, Any]) -> bytes:

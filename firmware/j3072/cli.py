@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from firmware.cli import count, query_journal
 from firmware.journal import J3072Decision
 
 __all__ = ["add_parser", "decisions_table"]
@@ -18,18 +18,13 @@ def add_parser(sub: Any) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--data-dir", default="evse-data", help="read DATA_DIR/journal.db (default: evse-data)")
     where.add_argument("--journal", metavar="FILE", help="the session journal (SQLite) to read")
-    p.add_argument("--connector", type=int, metavar="N", help="only the decisions of connector N")
-    p.add_argument("--limit", type=int, default=20, metavar="N", help="at most N decisions (default 20; 0: all)")
+    p.add_argument("--connector", type=count(1), metavar="N", help="only the decisions of connector N")
+    p.add_argument("--limit", type=count(0), default=20, metavar="N", help="at most N decisions (default 20; 0: all)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=_cmd_j3072)
 
 
 def _cmd_j3072(args: argparse.Namespace) -> int:
-    if (args.connector is not None and args.connector < 1) or args.limit < 0:
-        print("evse j3072: --connector must be >= 1 and --limit >= 0", file=sys.stderr)
-        return 2
-    from firmware.cli import query_journal
-
     code, decisions = query_journal(
         args, "j3072", lambda journal: journal.j3072_decisions(args.connector, args.limit or None)
     )

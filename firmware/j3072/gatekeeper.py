@@ -24,7 +24,7 @@ __all__ = ["CHAIN", "REASONS", "Decision", "GateFacts", "LinkResult", "evaluate"
 
 @dataclass(frozen=True)
 class ApprovalFact:
-    """The approval list's answer for this PEV's ISM (firmware.j3072.approval.ApprovalCheck)."""
+    """The approval list's answer for this PEV's ISM (firmware.j3072.approval.ApprovalStore.check)."""
 
     approved: bool
     reason: str  # approved | no_list | list_expired | list_not_yet_valid | ism_not_listed

@@ -306,17 +306,13 @@ class Sep2Resources:
             case "/derp/1/dderc":
                 if params is None:
                     return Reply(404)
-                pev.fetched_version = version
-                self._on_update("fetched_parameters")
-                return self._xml(self._default_control(params))
+                return self._parameters_read(pev, self._default_control(params))
             case "/der/1/derg":
                 # GET: the settings the site requires (nominal voltage, maximum power and current are
                 # absolute values only DERSettings can carry); PUT: what the PEV applied (the read-back).
                 if params is None:
                     return Reply(404)
-                pev.fetched_version = version
-                self._on_update("fetched_parameters")
-                return self._xml(self._required_settings(params))
+                return self._parameters_read(pev, self._required_settings(params))
             case "/derp/1/dc":
                 nodes = [self._curve(i, c, params) for i, c in enumerate(curves, 1)] if params else []
                 return self._xml(sep.list_of("DERCurveList", f"{PROGRAM}/dc", nodes, subscribable=False))
@@ -337,6 +333,12 @@ class Sep2Resources:
                 if control.index == index:
                     return self._xml(self._control(control))
         return Reply(404)
+
+    def _parameters_read(self, pev: PevState, node: sep.Node) -> Reply:
+        """The PEV reads the site parameters: its next DERSettings answer this version."""
+        pev.fetched_version = self.published_version
+        self._on_update("fetched_parameters")
+        return self._xml(node)
 
     # ------------------------------------------------------------------ the PEV's POSTs
     def _register(self, body: bytes, lfdi: str) -> Reply:

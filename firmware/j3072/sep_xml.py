@@ -38,6 +38,8 @@ CONTENT_TYPE = "application/sep+xml"
 #: The largest body we read: the biggest resource a PEV sends (DERCapability) is under 2 KiB.
 MAX_BODY = 16 * 1024
 _Q = "{" + NS + "}"
+# Written as the default namespace (no prefix), as 2030.5 examples and py20305 write it; once, at import.
+ET.register_namespace("", NS)
 
 
 class SepError(ValueError):
@@ -84,7 +86,6 @@ def _build(parent: ET.Element | None, name: str, value: Any) -> ET.Element:
 
 
 def to_bytes(root: Node) -> bytes:
-    ET.register_namespace("", NS)
     element = _build(None, root.name, root)
     return ET.tostring(element, encoding="utf-8", xml_declaration=False)
 

@@ -27,7 +27,6 @@ from typing import Any
 
 from firmware.iec61851.pilot import MIN_OFFER_A
 from firmware.j3072.config import J3072Config, J3072ConfigError
-from firmware.j3072.gatekeeper import ApprovalFact
 from firmware.j3072.http import Sep2HttpServer, server_tls_context
 from firmware.j3072.report import ocpp_messages
 from firmware.j3072.resources import Sep2Resources
@@ -91,7 +90,7 @@ class J3072Service:
             hooks.setpoint = lambda: controller.setpoint(n)
             hooks.manager_v2x = lambda: _manager_allows(manager, n)
         if approvals is not None:
-            hooks.approval = lambda ism: _fact(approvals.check(ism))
+            hooks.approval = approvals.check
         resources = Sep2Resources(wall_clock=wall_clock, evse_id=evse_id)
         session = J3072Session(
             n,
@@ -218,10 +217,6 @@ def _manager_allows(manager: Any, key: int) -> tuple[bool, str]:
     if not spec.bidirectional:
         return False, "the energy manager runs this connector charge-only"
     return True, "the energy manager may discharge this connector"
-
-
-def _fact(check: Any) -> ApprovalFact:
-    return ApprovalFact(bool(check.approved), str(check.reason), str(check.detail))
 
 
 def _approval_store(config: J3072Config, wall_clock: Callable[[], float]) -> Any:

@@ -87,7 +87,7 @@ class J3072Session:
         self.audit = audit if audit is not None else []
         self.accepted_editions = accepted_editions
         self.approval_required = approval_required
-        self.site_problem = site_problem if parameters is not None else (site_problem or "no site parameters")
+        self.site_problem = _site_problem(parameters, site_problem)
         self.backend_v2x: bool | None = None
         self.backend_detail = ""
         self.active = False
@@ -134,7 +134,7 @@ class J3072Session:
 
     def set_parameters(self, parameters: SiteParameters | None, site_problem: str | None = None) -> None:
         """New site parameters (a new version): the PEV must read and apply them again before discharge."""
-        self.site_problem = site_problem if parameters is not None else (site_problem or "no site parameters")
+        self.site_problem = _site_problem(parameters, site_problem)
         self.resources.set_parameters(parameters)
         if self.active:
             self.step()
@@ -174,7 +174,7 @@ class J3072Session:
             self.hooks.manager_v2x() if self.hooks.manager_v2x else (False, "no energy manager")
         )
         return GateFacts(
-            site_problem=self.site_problem if params is not None else (self.site_problem or "no site parameters"),
+            site_problem=self.site_problem,
             ism=ism,
             ism_problem=ism_problem,
             accepted_editions=self.accepted_editions,
@@ -286,3 +286,8 @@ class J3072Session:
                 sink(record)
             except Exception:  # an audit sink that fails must not change the decision
                 log.exception("J3072 audit sink failed")
+
+
+def _site_problem(parameters: SiteParameters | None, problem: str | None) -> str | None:
+    """Why the site is not configured: the caller's reason, and never None without parameters."""
+    return problem if parameters is not None else (problem or "no site parameters")

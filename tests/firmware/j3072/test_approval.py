@@ -166,7 +166,6 @@ def test_trusted_keys_must_be_p256() -> None:
 )  # fmt: skip
 def test_the_gate_with_the_real_list(case: str, reason: str) -> None:
     """The session asks the store at every step: each state of the list gives its own reason."""
-    from firmware.j3072.gatekeeper import ApprovalFact
     from tests.firmware.j3072.test_session import Rig
 
     now = [T0]
@@ -177,11 +176,7 @@ def test_the_gate_with_the_real_list(case: str, reason: str) -> None:
     else:
         store.update(_signed())
 
-    def approval(ism: str) -> ApprovalFact:
-        check = store.check(ism)
-        return ApprovalFact(check.approved, check.reason, check.detail)
-
-    rig = Rig(approval=approval)
+    rig = Rig(approval=store.check)
     if case == "unlisted":
         rig.pev.ism = "ACME/OBI/9X/J3072_202406"
     rig.plug_in()
